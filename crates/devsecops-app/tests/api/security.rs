@@ -1,0 +1,107 @@
+//! Authentication, least privilege, TLS and secrets in logs.
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::helpers::{Fixture, TestApp, poll};
+
+#[tokio::test]
+async fn the_app_logs_in_with_approle_and_reads_with_its_own_policy_never_root() {
+    let app = Fixture::new().await.spawn_app().await;
+    app.wait_ready(Duration::from_secs(20)).await;
+    let f = &app.fixture;
+    // The fixture's own writes (operator token) are updates; the app only reads.
+    let reads: Vec<Value> = f
+        .vault
+        .audit_responses(&format!("{}/data/app/", f.mount))
+        .into_iter()
+        .filter(|e| e["request"]["operation"] == "read")
+        .collect();
+    assert!(!reads.is_empty(), "no read of the app's secrets in the audit log");
+    for entry in &reads {
+        let policies: Vec<&str> =
+            entry["auth"]["policies"].as_array().expect("policies").iter().filter_map(Value::as_str).collect();
+        assert!(policies.contains(&f.policy.as_str()), "read without the app's policy: {policies:?}");
+        assert!(!policies.contains(&"root"), "read with a root token");
+    }
+    let logins = f.vault.audit_responses("auth/approle/login");
+    assert!(
+        logins.iter().any(|e| e["auth"]["policies"].as_array().is_some_and(|p| p.contains(&json!(f.policy)))),
+        "no AppRole login with the app's policy in the audit log"
+    );
+    app.assert_no_secret_logged();
+}
+
+#[tokio::test]
+async fn the_app_policy_denies_everything_else() {
+    let f = Fixture::new().await;
+    f.put("other", json!({ "x": "y" })).await;
+    let token = f.app_token().await;
+    let v = &f.vault;
+    let (status, _) = v.call(&token, Method::GET, &format!("{}/data/app/database", f.mount), None).await;
+    assert_eq!(status, 200, "the app's own secret must be readable");
+    let (status, _) = v.call(&token, Method::GET, &format!("{}/data/other", f.mount), None).await;
+    assert_eq!(status, 403, "reading outside app/ must be denied");
+    let body = json!({ "data": { "host": "evil" } });
+    let (status, _) = v.call(&token, Method::POST, &format!("{}/data/app/database", f.mount), Some(body)).await;
+    assert_eq!(status, 403, "writing the app's secret must be denied");
+    let (status, _) = v.call(&token, Method::GET, "sys/policies/acl?list=true", None).await;
+    assert_eq!(status, 403, "listing policies must be denied");
+    let (status, _) = v.call(&token, Method::GET, "sys/policies/acl/default", None).await;
+    assert_eq!(status, 403, "reading a policy must be denied");
+}
+
+#[tokio::test]
+async fn a_wrong_ca_certificate_gives_a_clear_tls_error_and_not_ready() {
+    let fixture = Fixture::new().await;
+    let mut config = fixture.config().await;
+    config.vault_ca_pem = Some(std::fs::read(&fixture.vault.wrong_ca_file).expect("wrong CA"));
+    let app = TestApp::spawn(fixture, config).await;
+    let body = poll(Duration::from_secs(10), || async {
+        let (_, body) = app.get("/ready").await;
+        body["vault"]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("tls error"))
+            .then_some(body.clone())
+            .ok_or(body)
+    })
+    .await
+    .expect("the TLS failure is reported");
+    let error = body["vault"]["last_error"].as_str().unwrap();
+    assert!(error.contains("certificate"), "{error}");
+    assert_eq!(app.get("/ready").await.0, 503);
+    let (status, body) = app.get("/api/secret").await;
+    assert_eq!((status, body["error"].as_str()), (503, Some("vault_unavailable")));
+    assert!(crate::helpers::captured_logs().contains("tls error"), "the log does not name the TLS failure");
+}
+
+#[tokio::test]
+async fn the_documented_sample_values_never_reach_the_log() {
+    // The values `make start` writes into its throw-away Vault.
+    let mut fixture = Fixture::empty().await;
+    fixture.password = "secure_password_123".into();
+    fixture.api_key = "sample_api_key_123".into();
+    let f = &fixture;
+    f.put(
+        "app/database",
+        json!({ "host": "postgresql.example.com", "port": "5432", "username": "app_user", "password": f.password }),
+    )
+    .await;
+    f.put("app/api", json!({ "endpoint": "https://api.example.com", "api_key": f.api_key })).await;
+    let mut config = fixture.config().await;
+    config.refresh_interval = Duration::from_millis(200);
+    let app = TestApp::spawn(fixture, config).await;
+    app.wait_ready(Duration::from_secs(20)).await;
+    for path in ["/api/secret", "/api/config", "/ready", "/health"] {
+        let (status, body) = app.get(path).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        assert!(!body.to_string().contains("secure_password_123") && !body.to_string().contains("sample_api_key_123"));
+    }
+    // A few refresh rounds, one of them with a new version.
+    let f = &app.fixture;
+    f.put("app/api", json!({ "endpoint": "https://api.example.com", "api_key": f.api_key, "note": "v2" })).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    app.assert_no_secret_logged();
+}
