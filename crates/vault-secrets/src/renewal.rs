@@ -246,11 +246,8 @@ impl SessionTask {
     /// A 403 may mean a missing capability or a dead token: a look-up tells them apart.
     async fn token_is_gone(&self) -> bool {
         let Some(token) = self.token_tx.borrow().token.clone() else { return true };
-        match self.transport.send(Call::get("token_lookup", "auth/token/lookup-self", &token)).await {
-            Err(Error::PermissionDenied { .. }) => true,
-            Err(Error::Rejected { status: 400, .. }) => true,
-            _ => false,
-        }
+        let lookup = self.transport.send(Call::get("token_lookup", "auth/token/lookup-self", &token)).await;
+        matches!(lookup, Err(Error::PermissionDenied { .. } | Error::Rejected { status: 400, .. }))
     }
 
     async fn renew(&mut self, lease: Lease) -> State {

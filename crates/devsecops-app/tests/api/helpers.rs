@@ -253,7 +253,7 @@ impl TestApp {
         let resp = self.http.request(method, format!("{}{path}", self.base)).send().await.expect("app answers");
         let status = resp.status().as_u16();
         let text = resp.text().await.expect("body");
-        (status, serde_json::from_str(&text).unwrap_or_else(|_| Value::String(text)))
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
     }
 
     /// Polls `/ready` until 200; panics with the last answer after `deadline`.
