@@ -1,11 +1,14 @@
 //! The secret cache: one background task per watched secret keeps its value fresh;
 //! readers borrow the latest value without waiting.
 
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
 use std::marker::PhantomData;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use rand::Rng;
+use secrecy::SecretString;
 use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -29,6 +32,7 @@ pub struct Versioned<T> {
     version: u64,
     generation: u64,
     fetched_at: Instant,
+    lease_ends: Option<Instant>,
 }
 
 impl<T> Versioned<T> {
@@ -51,6 +55,12 @@ impl<T> Versioned<T> {
     pub fn fetched_at(&self) -> Instant {
         self.fetched_at
     }
+
+    /// When the lease Vault attached to it ends, if it attached one: the value is never
+    /// served after that.
+    pub fn lease_ends(&self) -> Option<Instant> {
+        self.lease_ends
+    }
 }
 
 /// The state of one watched secret, published by its refresh task.
@@ -60,6 +70,16 @@ struct Entry<T> {
     confirmed_at: Option<Instant>,
     /// The last refresh's failure, cleared by the next success.
     problem: Option<Error>,
+    /// Whether a refresh attempt has finished (with a value or an error).
+    attempted: bool,
+    /// Capabilities the token lacks for this secret, from the preflight check.
+    missing_capabilities: Vec<String>,
+}
+
+impl<T> Default for Entry<T> {
+    fn default() -> Self {
+        Self { value: None, confirmed_at: None, problem: None, attempted: false, missing_capabilities: Vec::new() }
+    }
 }
 
 /// How fresh a watched secret is, for readiness pages.
@@ -76,29 +96,53 @@ pub struct SecretStatus {
     pub age: Option<Duration>,
     /// Why the last refresh failed, if it did.
     pub problem: Option<String>,
+    /// Capabilities the token lacks for this secret, like `read on secret/data/app/x`.
+    pub missing_capabilities: Vec<String>,
 }
 
-/// A secret kept up to date in the background, typed through serde.
-///
-/// Cloning is cheap; every clone sees the same value. The refresh task stops when the
-/// last clone is dropped.
-pub struct Watched<T> {
-    path: Arc<str>,
+/// What every handle of one watch shares. Dropping the last one stops the refresh task.
+struct Shared<T> {
+    path: String,
     max_stale: Duration,
     rx: watch::Receiver<Entry<T>>,
+    /// Cancelled on drop: ends the refresh task.
+    stop: CancellationToken,
     /// Keeps the session (and thus the token) alive while the secret is watched.
     _owner: Arc<dyn Send + Sync>,
 }
 
+impl<T> Drop for Shared<T> {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// The watches alive in one session, so that two watches of the same secret and type
+/// share one refresh task: one in-flight fetch per path however many callers wait.
+pub(crate) type Registry = Mutex<HashMap<(KvPath, TypeId), Weak<dyn Any + Send + Sync>>>;
+
+/// A secret kept up to date in the background, typed through serde.
+///
+/// Cloning is cheap; every clone sees the same value. The refresh task stops when the
+/// last handle is dropped.
+pub struct Watched<T> {
+    shared: Arc<Shared<T>>,
+    /// This handle's own receiver, so [`Watched::changed`] tracks what this handle saw.
+    rx: watch::Receiver<Entry<T>>,
+}
+
 impl<T> Clone for Watched<T> {
     fn clone(&self) -> Self {
-        Self { path: self.path.clone(), max_stale: self.max_stale, rx: self.rx.clone(), _owner: self._owner.clone() }
+        Self { shared: self.shared.clone(), rx: self.shared.rx.clone() }
     }
 }
 
 impl<T> std::fmt::Debug for Watched<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Watched").field("path", &self.path).field("max_stale", &self.max_stale).finish_non_exhaustive()
+        f.debug_struct("Watched")
+            .field("path", &self.shared.path)
+            .field("max_stale", &self.shared.max_stale)
+            .finish_non_exhaustive()
     }
 }
 
@@ -107,50 +151,65 @@ impl<T> Watched<T> {
     ///
     /// Errors: [`Error::NotFound`] when Vault says the secret does not exist (even if a
     /// value was cached before); [`Error::Stale`] when Vault has not confirmed the value
-    /// for longer than `max_stale`; [`Error::Pending`] or the first fetch's error before
-    /// any value arrived.
+    /// for longer than `max_stale`, or its lease has ended; [`Error::Pending`] or the
+    /// first fetch's error before any value arrived.
     pub fn current(&self) -> Result<Arc<Versioned<T>>> {
-        let entry = self.rx.borrow();
-        let result = match (&entry.value, &entry.problem) {
-            (_, Some(e @ Error::NotFound { .. })) => Err(e.clone()),
-            (Some(v), _) => {
-                let age = entry.confirmed_at.map_or(Duration::MAX, |at| at.elapsed());
-                if age <= self.max_stale {
-                    Ok(v.clone())
-                } else {
-                    Err(Error::Stale { path: self.path.to_string(), age })
-                }
-            }
-            (None, Some(e)) => Err(e.clone()),
-            (None, None) => Err(Error::Pending { path: self.path.to_string() }),
-        };
+        let result = self.evaluate(&self.rx.borrow());
         let outcome = if result.is_ok() { "hit" } else { "miss" };
         metrics::counter!("vault_cache_reads_total", "outcome" => outcome).increment(1);
         result
     }
 
+    fn evaluate(&self, entry: &Entry<T>) -> Result<Arc<Versioned<T>>> {
+        let path = || self.shared.path.clone();
+        match (&entry.value, &entry.problem) {
+            (_, Some(e @ Error::NotFound { .. })) => Err(e.clone()),
+            (Some(v), _) => {
+                let now = Instant::now();
+                let age = entry.confirmed_at.map_or(Duration::MAX, |at| now.saturating_duration_since(at));
+                let lease_over = v.lease_ends.is_some_and(|end| now >= end);
+                if age <= self.shared.max_stale && !lease_over {
+                    Ok(v.clone())
+                } else {
+                    Err(Error::Stale { path: path(), age })
+                }
+            }
+            (None, Some(e)) => Err(e.clone()),
+            (None, None) => Err(Error::Pending { path: path() }),
+        }
+    }
+
+    /// Waits for the first refresh attempt to finish, then answers like
+    /// [`Watched::current`]. For start-up code; request handlers use `current`.
+    pub async fn ready(&self) -> Result<Arc<Versioned<T>>> {
+        let mut rx = self.shared.rx.clone();
+        let _ = rx.wait_for(|e| e.attempted).await;
+        self.evaluate(&rx.borrow())
+    }
+
     /// Freshness of the value, for readiness reports.
     pub fn status(&self) -> SecretStatus {
-        let current = self.current();
         let entry = self.rx.borrow();
+        let current = self.evaluate(&entry);
         SecretStatus {
-            path: self.path.to_string(),
+            path: self.shared.path.clone(),
             ready: current.is_ok(),
             version: entry.value.as_ref().map(|v| v.version),
             age: entry.confirmed_at.map(|at| at.elapsed()),
             problem: current.err().or_else(|| entry.problem.clone()).map(|e| e.to_string()),
+            missing_capabilities: entry.missing_capabilities.clone(),
         }
     }
 
-    /// Waits until a new value (or a removal) is published; then read [`Watched::current`].
-    /// Returns `Err` once the refresh task has stopped.
-    pub async fn changed(&mut self) -> Result<(), Error> {
-        self.rx.changed().await.map_err(|_| Error::Pending { path: self.path.to_string() })
+    /// Waits until a new value is published, the secret is removed, or its health
+    /// changes; then read [`Watched::current`]. Returns `Err` once the watch has stopped.
+    pub async fn changed(&mut self) -> Result<()> {
+        self.rx.changed().await.map_err(|_| Error::Pending { path: self.shared.path.clone() })
     }
 
     /// The secret's `mount/path`.
     pub fn path(&self) -> &str {
-        &self.path
+        &self.shared.path
     }
 }
 
@@ -172,6 +231,7 @@ pub(crate) struct RefreshContext {
     pub token: watch::Receiver<TokenSlot>,
     pub rejected: mpsc::Sender<u64>,
     pub shutdown: CancellationToken,
+    pub registry: Arc<Registry>,
 }
 
 impl<T: DeserializeOwned + Send + Sync + 'static> KvWatch<T> {
@@ -187,31 +247,53 @@ impl<T: DeserializeOwned + Send + Sync + 'static> KvWatch<T> {
         self
     }
 
-    /// Starts the refresh task and returns the handle. Must be called inside a tokio runtime.
+    /// Starts the refresh task and returns the handle. If this session already watches
+    /// the same secret as the same type, the handle joins that watch (and its settings).
+    /// Must be called inside a tokio runtime.
     pub fn watch(self) -> Watched<T> {
-        let (tx, rx) = watch::channel(Entry { value: None, confirmed_at: None, problem: None });
-        let path: Arc<str> = self.at.to_string().into();
+        let key = (self.at.clone(), TypeId::of::<T>());
+        let mut registry = self.ctx.registry.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(shared) = registry.get(&key).and_then(Weak::upgrade).and_then(|s| s.downcast::<Shared<T>>().ok()) {
+            return Watched { rx: shared.rx.clone(), shared };
+        }
+        registry.retain(|_, weak| weak.strong_count() > 0);
+        let (tx, rx) = watch::channel(Entry::default());
+        let stop = self.ctx.shutdown.child_token();
         let task = Refresher {
+            path: self.at.to_string(),
             at: self.at,
             every: self.refresh_every,
             ctx: self.ctx.clone(),
             tx,
             generation: 0,
-            last_logged: None,
             backoff: Backoff::new(Duration::from_millis(500), Duration::from_secs(30)),
+            last_logged: None,
         };
-        tokio::spawn(task.run());
-        Watched { path, max_stale: self.max_stale, rx, _owner: self.owner }
+        tokio::spawn(task.run(stop.clone()));
+        let shared =
+            Arc::new(Shared { path: key.0.to_string(), max_stale: self.max_stale, rx, stop, _owner: self.owner });
+        let erased: Arc<dyn Any + Send + Sync> = shared.clone();
+        registry.insert(key, Arc::downgrade(&erased));
+        Watched { rx: shared.rx.clone(), shared }
     }
+}
+
+/// What one refresh attempt found.
+enum Fetched<T> {
+    /// The version held is still current.
+    Unchanged,
+    /// A new version.
+    New(kv::Read<T>),
 }
 
 /// The refresh task of one secret.
 struct Refresher<T> {
     at: KvPath,
+    path: String,
     every: Duration,
     ctx: RefreshContext,
-    /// Sender of the secret's state; receivers: the `Watched` clones. The task ends when
-    /// they are all dropped or the session shuts down.
+    /// Sender of the secret's state; receivers: the `Watched` handles. The task ends
+    /// when the last handle is dropped or the session shuts down (`stop`).
     tx: watch::Sender<Entry<T>>,
     generation: u64,
     backoff: Backoff,
@@ -220,101 +302,150 @@ struct Refresher<T> {
 }
 
 impl<T: DeserializeOwned + Send + Sync + 'static> Refresher<T> {
-    async fn run(mut self) {
-        let shutdown = self.ctx.shutdown.clone();
-        let tx = self.tx.clone();
+    async fn run(mut self, stop: CancellationToken) {
         tokio::select! {
             () = self.refresh_loop() => {}
-            () = shutdown.cancelled() => {}
-            () = tx.closed() => {}
+            () = stop.cancelled() => {}
         }
     }
 
     async fn refresh_loop(&mut self) {
-        let path = self.at.to_string();
+        let mut preflight_done = false;
         loop {
             let Ok(slot) = self.ctx.token.wait_for(|s| s.token.is_some()).await.map(|s| s.clone()) else { return };
-            let token = slot.token.expect("waited for a token");
-            let outcome = self.refresh_once(&token).await;
-            let wait = match &outcome {
-                Ok(()) => {
-                    self.backoff.reset();
-                    self.every.mul_f64(rand::rng().random_range(0.9..=1.1))
-                }
-                Err(e) => {
-                    if matches!(e, Error::PermissionDenied { .. }) {
-                        // Maybe the token was revoked: the session checks and logs in again.
-                        let _ = self.ctx.rejected.try_send(slot.generation);
-                    }
-                    self.backoff.next_delay(&mut rand::rng()).min(self.every)
-                }
-            };
-            self.record_problem(&path, outcome.err());
-            if let Some(v) = self.tx.borrow().value.as_ref() {
-                metrics::gauge!("vault_secret_version", "path" => path.clone()).set(v.version as f64);
+            let Some(token) = slot.token else { return };
+            let result = self.fetch(&token).await;
+            if matches!(result, Err(Error::PermissionDenied { .. })) {
+                // Maybe the token was revoked: the session checks and logs in again.
+                let _ = self.ctx.rejected.try_send(slot.generation);
             }
-            let failed = self.tx.borrow().problem.is_some();
+            let ok = self.publish(result);
+            if ok && !preflight_done {
+                preflight_done = self.preflight(&token).await;
+            }
+            let wait = if ok {
+                self.backoff.reset();
+                self.every.mul_f64(rand::rng().random_range(0.9..=1.1))
+            } else {
+                self.backoff.next_delay(&mut rand::rng()).min(self.every)
+            };
+            self.record_gauges();
             let mut token_rx = self.ctx.token.clone();
             token_rx.mark_unchanged();
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
                 // After a failure, a new token (a fresh login) is worth an immediate retry.
-                Ok(()) = token_rx.changed(), if failed => {}
+                Ok(()) = token_rx.changed(), if !ok => {}
             }
         }
     }
 
-    /// Checks the version; reads and publishes the value when it changed.
-    async fn refresh_once(&mut self, token: &secrecy::SecretString) -> Result<()> {
+    /// Checks the version; reads the data only when it changed. No side effects.
+    async fn fetch(&self, token: &SecretString) -> Result<Fetched<T>> {
         let transport = &self.ctx.transport;
         let known = self.tx.borrow().value.as_ref().map(|v| v.version);
-        let version = match kv::current_version(transport, token, &self.at).await {
-            Ok(v) => v,
-            Err(e @ Error::NotFound { .. }) => {
-                let had_value = self.tx.borrow().value.is_some();
-                self.tx.send_if_modified(|entry| {
-                    entry.value = None;
-                    entry.confirmed_at = Some(Instant::now());
-                    entry.problem = Some(e.clone());
-                    had_value
-                });
-                return Err(e);
-            }
-            Err(e) => return Err(e),
-        };
+        let version = kv::current_version(transport, token, &self.at).await?;
         if Some(version) == known {
-            self.tx.send_if_modified(|entry| {
-                entry.confirmed_at = Some(Instant::now());
-                false
-            });
-            return Ok(());
+            return Ok(Fetched::Unchanged);
         }
-        let (value, version) = kv::read::<T>(transport, token, &self.at).await?;
-        self.generation += 1;
-        let versioned = Arc::new(Versioned { value, version, generation: self.generation, fetched_at: Instant::now() });
-        tracing::info!(path = %self.at, version, previous = ?known, "fetched secret");
-        self.tx.send_modify(|entry| {
-            entry.value = Some(versioned);
-            entry.confirmed_at = Some(Instant::now());
-        });
-        Ok(())
+        Ok(Fetched::New(kv::read::<T>(transport, token, &self.at).await?))
     }
 
-    /// Stores the last refresh's failure; logs only when it changes, so an outage is one
-    /// warning, not one per retry.
-    fn record_problem(&mut self, path: &str, problem: Option<Error>) {
-        let text = problem.as_ref().map(|e| e.to_string());
+    /// Publishes one attempt's result. Subscribers are woken for a new value, a removal,
+    /// a change of problem, and the first attempt; a mere confirmation wakes nobody.
+    /// Returns whether Vault answered (a "not found" is an answer).
+    fn publish(&mut self, result: Result<Fetched<T>>) -> bool {
+        let now = Instant::now();
+        let (fetched, problem) = match result {
+            Ok(f) => (Some(f), None),
+            Err(e) => (None, Some(e)),
+        };
+        self.log_problem(problem.as_ref());
+        let answered = problem.as_ref().is_none_or(|e| matches!(e, Error::NotFound { .. }));
+        let mut new_version = None;
+        let generation = self.generation + 1;
+        let previous = self.tx.borrow().value.as_ref().map(|v| v.version);
+        self.tx.send_if_modified(|entry| {
+            let mut notify = !entry.attempted
+                || entry.problem.as_ref().map(Error::to_string) != problem.as_ref().map(Error::to_string);
+            entry.attempted = true;
+            match fetched {
+                Some(Fetched::Unchanged) => entry.confirmed_at = Some(now),
+                Some(Fetched::New(read)) => {
+                    new_version = Some(read.version);
+                    entry.value = Some(Arc::new(Versioned {
+                        value: read.value,
+                        version: read.version,
+                        generation,
+                        fetched_at: now,
+                        lease_ends: read.lease.map(|l| now + l),
+                    }));
+                    entry.confirmed_at = Some(now);
+                    notify = true;
+                }
+                None if matches!(problem, Some(Error::NotFound { .. })) => {
+                    notify |= entry.value.take().is_some();
+                    entry.confirmed_at = Some(now);
+                }
+                None => {}
+            }
+            entry.problem = problem;
+            notify
+        });
+        if let Some(version) = new_version {
+            self.generation = generation;
+            tracing::info!(path = %self.path, version, ?previous, "fetched secret");
+        }
+        answered
+    }
+
+    /// Asks Vault which capabilities the token lacks for this secret; logs each once.
+    /// Returns whether the check could be made.
+    async fn preflight(&mut self, token: &SecretString) -> bool {
+        match kv::missing_capabilities(&self.ctx.transport, token, &self.at).await {
+            Ok(missing) => {
+                for capability in &missing {
+                    tracing::warn!(path = %self.path, capability = %capability, "the vault token lacks a capability");
+                }
+                self.tx.send_if_modified(|entry| {
+                    entry.missing_capabilities = missing;
+                    false
+                });
+                true
+            }
+            Err(e) => {
+                tracing::warn!(path = %self.path, error = %e, "cannot check the token's capabilities");
+                !e.is_transient()
+            }
+        }
+    }
+
+    /// Logs a failure only when it changes, so an outage is one warning, not one per retry.
+    fn log_problem(&mut self, problem: Option<&Error>) {
+        let text = problem.map(Error::to_string);
         if text != self.last_logged {
             match &text {
-                Some(e) => tracing::warn!(path, error = %e, "cannot refresh secret"),
-                None => tracing::info!(path, "secret refresh works again"),
+                Some(e) => tracing::warn!(path = %self.path, error = %e, "cannot refresh secret"),
+                None => tracing::info!(path = %self.path, "secret refresh works"),
             }
             self.last_logged = text;
         }
-        self.tx.send_if_modified(|entry| {
-            entry.problem = problem;
-            // A removal is a change subscribers hear about; the problem text is not.
-            false
-        });
+    }
+
+    fn record_gauges(&self) {
+        let entry = self.tx.borrow();
+        let now = Instant::now();
+        let path = self.path.clone();
+        if let Some(v) = &entry.value {
+            metrics::gauge!("vault_secret_version", "path" => path.clone()).set(v.version as f64);
+            if let Some(end) = v.lease_ends {
+                let left = end.saturating_duration_since(now);
+                metrics::gauge!("vault_lease_ttl_seconds", "path" => path.clone()).set(left.as_secs_f64());
+            }
+        }
+        if let Some(at) = entry.confirmed_at {
+            metrics::gauge!("vault_secret_age_seconds", "path" => path)
+                .set(now.saturating_duration_since(at).as_secs_f64());
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! KV version 2 reads: the current version from metadata, the data of a version.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use secrecy::SecretString;
 use serde::Deserialize;
@@ -71,15 +72,25 @@ pub(crate) async fn current_version(transport: &Transport, token: &SecretString,
     Ok(meta.current_version)
 }
 
-/// Reads the current version of a secret into `T`; returns it with its version number.
+/// A secret's value as read.
+pub(crate) struct Read<T> {
+    pub value: T,
+    pub version: u64,
+    /// The lease Vault attached, if any (KV v2 normally attaches none).
+    pub lease: Option<Duration>,
+}
+
+/// Reads the current version of a secret into `T`.
 pub(crate) async fn read<T: DeserializeOwned>(
     transport: &Transport,
     token: &SecretString,
     at: &KvPath,
-) -> Result<(T, u64)> {
+) -> Result<Read<T>> {
     #[derive(Deserialize)]
     #[serde(bound = "T: DeserializeOwned")]
     struct Answer<T> {
+        #[serde(default)]
+        lease_duration: u64,
         data: Data<T>,
     }
     #[derive(Deserialize)]
@@ -94,5 +105,28 @@ pub(crate) async fn read<T: DeserializeOwned>(
     }
     let path = at.data();
     let answer: Answer<T> = transport.json(Call::get("kv_read", &path, token)).await?;
-    Ok((answer.data.data, answer.data.metadata.version))
+    let lease = (answer.lease_duration > 0).then(|| Duration::from_secs(answer.lease_duration));
+    Ok(Read { value: answer.data.data, version: answer.data.metadata.version, lease })
+}
+
+/// The capabilities the token lacks among those a watch needs: `read` on the data and
+/// the metadata path. Each entry reads like `read on secret/data/app/x`.
+pub(crate) async fn missing_capabilities(
+    transport: &Transport,
+    token: &SecretString,
+    at: &KvPath,
+) -> Result<Vec<String>> {
+    let paths = [at.data(), at.metadata()];
+    let body = serde_json::json!({ "paths": paths });
+    let call = Call::post("capabilities", "sys/capabilities-self", Some(token), &body);
+    let answer: HashMap<String, serde_json::Value> = transport.json(call).await?;
+    let missing = paths
+        .into_iter()
+        .filter(|path| {
+            let caps = answer.get(path).and_then(|v| v.as_array()).cloned().unwrap_or_default();
+            !caps.iter().any(|c| c == "read" || c == "root")
+        })
+        .map(|path| format!("read on {path}"))
+        .collect();
+    Ok(missing)
 }

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use crate::auth::Auth;
-use crate::cache::{DEFAULT_MAX_STALE, DEFAULT_REFRESH, KvWatch, RefreshContext};
+use crate::cache::{DEFAULT_MAX_STALE, DEFAULT_REFRESH, KvWatch, RefreshContext, Registry};
 use crate::client::{Transport, TransportConfig};
 use crate::error::{Error, Result};
 use crate::kv::KvPath;
@@ -33,6 +33,7 @@ struct Inner {
     transport: Arc<Transport>,
     session: Session,
     shutdown: CancellationToken,
+    registry: Arc<Registry>,
 }
 
 impl Drop for Inner {
@@ -65,6 +66,7 @@ impl Vault {
                 token: self.inner.session.token.clone(),
                 rejected: self.inner.session.rejected.clone(),
                 shutdown: self.inner.shutdown.clone(),
+                registry: self.inner.registry.clone(),
             },
             owner: self.inner.clone(),
             _type: PhantomData,
@@ -160,7 +162,7 @@ impl VaultBuilder {
         })?);
         let shutdown = CancellationToken::new();
         let session = renewal::spawn(auth, transport.clone(), shutdown.clone());
-        Ok(Vault { inner: Arc::new(Inner { transport, session, shutdown }) })
+        Ok(Vault { inner: Arc::new(Inner { transport, session, shutdown, registry: Arc::default() }) })
     }
 }
 

@@ -34,5 +34,8 @@ fn check(s: &SecretStatus) -> Value {
     if let Some(problem) = &s.problem {
         v["problem"] = json!(problem);
     }
+    if !s.missing_capabilities.is_empty() {
+        v["missing_capabilities"] = json!(s.missing_capabilities);
+    }
     v
 }

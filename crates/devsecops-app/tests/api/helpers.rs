@@ -30,18 +30,21 @@ fn env(name: &str) -> String {
 }
 
 impl TestVault {
+    /// The shared server of the run.
     pub fn from_env() -> Self {
-        let ca_file = PathBuf::from(env("TEST_BAO_CACERT"));
+        Self::new(
+            env("TEST_BAO_ADDR"),
+            PathBuf::from(env("TEST_BAO_CACERT")),
+            env("TEST_BAO_TOKEN"),
+            PathBuf::from(env("TEST_BAO_AUDIT_LOG")),
+        )
+    }
+
+    /// Any server: its address, CA file, operator token and audit log.
+    pub fn new(addr: String, ca_file: PathBuf, token: String, audit_log: PathBuf) -> Self {
         let ca = reqwest::Certificate::from_pem(&std::fs::read(&ca_file).expect("read the CA")).expect("CA is PEM");
         let http = reqwest::Client::builder().add_root_certificate(ca).build().expect("http client");
-        Self {
-            addr: env("TEST_BAO_ADDR"),
-            ca_file,
-            wrong_ca_file: PathBuf::from(env("TEST_WRONG_CACERT")),
-            audit_log: PathBuf::from(env("TEST_BAO_AUDIT_LOG")),
-            token: env("TEST_BAO_TOKEN"),
-            http,
-        }
+        Self { addr, ca_file, wrong_ca_file: PathBuf::from(env("TEST_WRONG_CACERT")), audit_log, token, http }
     }
 
     /// A call with the operator token; returns the status and the JSON body (Null if none).
@@ -97,7 +100,12 @@ impl Fixture {
     /// A fresh mount with `app/database` and `app/api`, the project's policy rewritten
     /// for that mount, and an AppRole role bound to it.
     pub async fn new() -> Self {
-        let f = Self::empty().await;
+        Self::new_on(TestVault::from_env()).await
+    }
+
+    /// [`Fixture::new`] on a given server.
+    pub async fn new_on(vault: TestVault) -> Self {
+        let f = Self::empty_on(vault).await;
         f.put(
             "app/database",
             json!({ "host": "db.test.internal", "port": "5432", "username": "app_user", "password": f.password }),
@@ -109,8 +117,12 @@ impl Fixture {
 
     /// The mount, policy and role, with no secret written yet.
     pub async fn empty() -> Self {
+        Self::empty_on(TestVault::from_env()).await
+    }
+
+    /// [`Fixture::empty`] on a given server (which must have AppRole at `approle/`).
+    pub async fn empty_on(vault: TestVault) -> Self {
         use reqwest::Method;
-        let vault = TestVault::from_env();
         let id = random_id();
         let mount = format!("kv-{id}");
         let policy = format!("devsecops-app-{id}");
