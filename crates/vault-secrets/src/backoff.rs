@@ -44,11 +44,6 @@ impl Backoff {
     pub fn reset(&mut self) {
         self.failures = 0;
     }
-
-    /// Consecutive failures counted so far.
-    pub fn failures(&self) -> u32 {
-        self.failures
-    }
 }
 
 #[cfg(test)]
@@ -90,6 +85,5 @@ mod tests {
         assert_eq!(b.ceiling(), Duration::from_secs(32));
         b.reset();
         assert_eq!(b.ceiling(), Duration::from_secs(1));
-        assert_eq!(b.failures(), 0);
     }
 }

@@ -43,6 +43,8 @@ pub struct SessionStatus {
     pub logins: u64,
     /// The last error, cleared by the next success.
     pub last_error: Option<String>,
+    /// Failed login or renewal attempts since the last success.
+    pub consecutive_failures: u32,
 }
 
 /// The lease of the token held.
@@ -212,13 +214,17 @@ impl SessionTask {
             s.expires_at = lease.expires_at();
             s.logins += 1;
             s.last_error = None;
+            s.consecutive_failures = 0;
         });
         record_ttl(&lease);
     }
 
     fn record_error(&self, e: &Error) {
         let text = e.to_string();
-        self.status_tx.send_modify(|s| s.last_error = Some(text));
+        self.status_tx.send_modify(|s| {
+            s.last_error = Some(text);
+            s.consecutive_failures += 1;
+        });
     }
 
     async fn hold(&mut self, lease: Lease) -> State {
@@ -269,6 +275,7 @@ impl SessionTask {
                     s.logged_in = true;
                     s.expires_at = renewed.expires_at();
                     s.last_error = None;
+                    s.consecutive_failures = 0;
                 });
                 record_ttl(&renewed);
                 State::Holding(renewed)
@@ -352,6 +359,40 @@ mod tests {
         // A static token cannot log in again: renew while it can, then hold.
         assert!(matches!(plan(&lease(900, 3600, true), false, &mut rng), Plan::RenewAt(_)));
         assert_eq!(plan(&lease(900, 3600, false), false, &mut rng), Plan::Hold);
+    }
+
+    /// The hot-loop bug of Vault's Go lifetime watcher (hashicorp/vault#26382): a dropped
+    /// backoff made failed calls retry at once. Ten simulated minutes of an outage here
+    /// may cost at most what the backoff floor allows, and in practice far fewer.
+    #[tokio::test(start_paused = true)]
+    async fn a_ten_minute_outage_causes_no_hot_loop() {
+        use crate::client::TransportConfig;
+        // Nothing listens on port 1: every login attempt fails at once.
+        let transport = Transport::new(TransportConfig {
+            addresses: vec!["http://127.0.0.1:1".parse().unwrap()],
+            ca_pem: None,
+            identity_pem: None,
+            namespace: None,
+            connect_timeout: Duration::from_secs(2),
+            request_timeout: Duration::from_secs(5),
+        })
+        .unwrap();
+        let auth = Auth::AppRole(crate::AppRole::new("role", SecretString::from("secret")));
+        let shutdown = CancellationToken::new();
+        let session = spawn(auth, Arc::new(transport), shutdown.clone());
+        let outage = Duration::from_secs(600);
+        tokio::time::sleep(outage).await;
+        let status = session.status.borrow().clone();
+        shutdown.cancel();
+        let attempts = status.consecutive_failures;
+        eprintln!("10 simulated minutes of outage: {attempts} login attempts");
+        // Backoff: floor 0.5 s, doubling, cap 30 s. The floor alone bounds it to 1200;
+        // the doubling to 6 attempts up to the cap, then one per 0.5–30 s.
+        let floor_bound = (outage.as_secs_f64() / 0.5) as u32;
+        assert!(attempts >= 10, "only {attempts} attempts: the session gave up");
+        assert!(attempts <= floor_bound, "{attempts} attempts in 10 minutes: a hot loop");
+        assert!(attempts <= 150, "{attempts} attempts: the backoff does not grow");
+        assert!(!status.logged_in && status.last_error.is_some());
     }
 
     #[tokio::test(start_paused = true)]

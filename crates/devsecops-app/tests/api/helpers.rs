@@ -379,3 +379,55 @@ fn init_logs() {
 pub fn captured_logs() -> String {
     LOGS.get().map(|c| String::from_utf8_lossy(&c.0.lock().unwrap()).into_owned()).unwrap_or_default()
 }
+
+/// Steady load on one route: `workers` tasks sending sequential GETs until stopped.
+pub struct Load {
+    stop: tokio_util::sync::CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<(u64, u64, Duration)>>,
+}
+
+/// What a load run saw.
+#[derive(Debug, Clone, Copy)]
+pub struct LoadReport {
+    pub sent: u64,
+    pub failed: u64,
+    pub mean_latency: Duration,
+}
+
+impl Load {
+    pub fn start(base: &str, path: &str, workers: usize) -> Self {
+        let stop = tokio_util::sync::CancellationToken::new();
+        let url = format!("{base}{path}");
+        let tasks = (0..workers)
+            .map(|_| {
+                let (stop, url) = (stop.clone(), url.clone());
+                tokio::spawn(async move {
+                    let http = reqwest::Client::new();
+                    let (mut sent, mut failed, mut busy) = (0u64, 0u64, Duration::ZERO);
+                    while !stop.is_cancelled() {
+                        let started = std::time::Instant::now();
+                        let ok = matches!(http.get(&url).send().await, Ok(r) if r.status() == 200);
+                        busy += started.elapsed();
+                        sent += 1;
+                        failed += u64::from(!ok);
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    (sent, failed, busy)
+                })
+            })
+            .collect();
+        Self { stop, tasks }
+    }
+
+    pub async fn stop(self) -> LoadReport {
+        self.stop.cancel();
+        let (mut sent, mut failed, mut busy) = (0, 0, Duration::ZERO);
+        for task in self.tasks {
+            let (s, f, b) = task.await.expect("load task");
+            sent += s;
+            failed += f;
+            busy += b;
+        }
+        LoadReport { sent, failed, mean_latency: busy / u32::try_from(sent.max(1)).unwrap_or(u32::MAX) }
+    }
+}

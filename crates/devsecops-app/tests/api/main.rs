@@ -2,6 +2,7 @@
 
 mod contract;
 mod helpers;
+mod lifecycle;
 mod security;
 mod settings;
 mod vault_outage;
