@@ -131,7 +131,7 @@ print_summary() {
     cat <<EOF
 
 Stack is up.
-  App:      ${APP_URL}  (/health, /ready, /metrics, /api/secret, /api/config)
+  App:      ${APP_URL}  (/health, /ready, /api/secret, /api/config)
   OpenBao:  https://127.0.0.1:${BAO_PORT}  (UI: https://127.0.0.1:${BAO_PORT}/ui)
   CA:       ${STACK_DIR}/tls/ca.pem
   Admin token (root-equivalent): ${STACK_DIR}/admin-token
