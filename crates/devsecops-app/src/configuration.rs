@@ -27,6 +27,15 @@ pub struct Settings {
     #[arg(long, value_name = "FILE")]
     pub vault_cacert: Option<PathBuf>,
 
+    /// PEM file of a client certificate for TLS client authentication
+    /// [env: VAULT_CLIENT_CERT, BAO_CLIENT_CERT]
+    #[arg(long, value_name = "FILE")]
+    pub vault_client_cert: Option<PathBuf>,
+
+    /// PEM file of the client certificate's private key [env: VAULT_CLIENT_KEY, BAO_CLIENT_KEY]
+    #[arg(long, value_name = "FILE")]
+    pub vault_client_key: Option<PathBuf>,
+
     /// Vault namespace [env: VAULT_NAMESPACE, BAO_NAMESPACE]
     #[arg(long, value_name = "NAME")]
     pub vault_namespace: Option<String>,
@@ -118,6 +127,8 @@ pub struct AppConfig {
     pub vault_addresses: Vec<String>,
     /// PEM of the CA that signed Vault's certificate.
     pub vault_ca_pem: Option<Vec<u8>>,
+    /// Client certificate and key, PEM, for TLS client authentication.
+    pub vault_client_identity: Option<SecretString>,
     /// Vault namespace.
     pub vault_namespace: Option<String>,
     /// How to log in.
@@ -152,6 +163,11 @@ fn invalid(setting: &'static str, problem: impl Into<String>) -> SettingError {
     SettingError { setting, problem: problem.into() }
 }
 
+/// `VAULT_<name>`, else `BAO_<name>`.
+fn vault_env(name: &str) -> Option<String> {
+    env_var(&format!("VAULT_{name}")).or_else(|| env_var(&format!("BAO_{name}")))
+}
+
 /// Reads a variable, treating an empty one as unset.
 fn env_var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
@@ -161,11 +177,7 @@ impl Settings {
     /// Checks the settings and reads the files they name. The only place that reads
     /// the environment besides clap.
     pub fn into_config(self) -> Result<AppConfig, SettingError> {
-        let addr = self
-            .vault_addr
-            .or_else(|| env_var("VAULT_ADDR"))
-            .or_else(|| env_var("BAO_ADDR"))
-            .unwrap_or_else(|| "https://127.0.0.1:8200".into());
+        let addr = self.vault_addr.or_else(|| vault_env("ADDR")).unwrap_or_else(|| "https://127.0.0.1:8200".into());
         let vault_addresses: Vec<String> =
             addr.split(',').map(str::trim).filter(|a| !a.is_empty()).map(str::to_owned).collect();
         for a in &vault_addresses {
@@ -176,10 +188,7 @@ impl Settings {
         if vault_addresses.is_empty() {
             return Err(invalid("VAULT_ADDR", "no address given"));
         }
-        let cacert = self
-            .vault_cacert
-            .or_else(|| env_var("VAULT_CACERT").map(PathBuf::from))
-            .or_else(|| env_var("BAO_CACERT").map(PathBuf::from));
+        let cacert = self.vault_cacert.or_else(|| vault_env("CACERT").map(PathBuf::from));
         let vault_ca_pem = match cacert {
             Some(path) => Some(
                 std::fs::read(&path)
@@ -187,8 +196,20 @@ impl Settings {
             ),
             None => None,
         };
-        let vault_namespace =
-            self.vault_namespace.or_else(|| env_var("VAULT_NAMESPACE")).or_else(|| env_var("BAO_NAMESPACE"));
+        let client_cert = self.vault_client_cert.or_else(|| vault_env("CLIENT_CERT").map(PathBuf::from));
+        let client_key = self.vault_client_key.or_else(|| vault_env("CLIENT_KEY").map(PathBuf::from));
+        let vault_client_identity = match (client_cert, client_key) {
+            (Some(cert), Some(key)) => {
+                let mut pem = read_trimmed(&cert, "VAULT_CLIENT_CERT")?;
+                pem.push('\n');
+                pem.push_str(&read_trimmed(&key, "VAULT_CLIENT_KEY")?);
+                Some(SecretString::from(pem))
+            }
+            (Some(_), None) => return Err(invalid("VAULT_CLIENT_KEY", "required with VAULT_CLIENT_CERT")),
+            (None, Some(_)) => return Err(invalid("VAULT_CLIENT_CERT", "required with VAULT_CLIENT_KEY")),
+            (None, None) => None,
+        };
+        let vault_namespace = self.vault_namespace.or_else(|| vault_env("NAMESPACE"));
         let login = match (self.role_id_file, self.secret_id_file) {
             (Some(role), Some(secret)) => Login::AppRole {
                 mount: self.approle_mount,
@@ -198,7 +219,7 @@ impl Settings {
             },
             (Some(_), None) => return Err(invalid("APP_SECRET_ID_FILE", "required with APP_ROLE_ID_FILE")),
             (None, Some(_)) => return Err(invalid("APP_ROLE_ID_FILE", "required with APP_SECRET_ID_FILE")),
-            (None, None) => match env_var("VAULT_TOKEN").or_else(|| env_var("BAO_TOKEN")) {
+            (None, None) => match vault_env("TOKEN") {
                 Some(token) => Login::Token(SecretString::from(token)),
                 None => {
                     return Err(invalid(
@@ -227,6 +248,7 @@ impl Settings {
         Ok(AppConfig {
             vault_addresses,
             vault_ca_pem,
+            vault_client_identity,
             vault_namespace,
             login,
             kv_mount: self.kv_mount,

@@ -101,6 +101,9 @@ fn connect(config: &AppConfig) -> Result<AppState, vault_secrets::Error> {
     if let Some(pem) = &config.vault_ca_pem {
         builder = builder.ca_cert_pem(pem.clone());
     }
+    if let Some(identity) = &config.vault_client_identity {
+        builder = builder.client_identity_pem(identity.clone());
+    }
     if let Some(namespace) = &config.vault_namespace {
         builder = builder.namespace(namespace.clone());
     }

@@ -314,15 +314,15 @@ impl<T: DeserializeOwned + Send + Sync + 'static> Refresher<T> {
         loop {
             let Ok(slot) = self.ctx.token.wait_for(|s| s.token.is_some()).await.map(|s| s.clone()) else { return };
             let Some(token) = slot.token else { return };
+            if !preflight_done {
+                preflight_done = self.preflight(&token).await;
+            }
             let result = self.fetch(&token).await;
             if matches!(result, Err(Error::PermissionDenied { .. })) {
                 // Maybe the token was revoked: the session checks and logs in again.
                 let _ = self.ctx.rejected.try_send(slot.generation);
             }
             let ok = self.publish(result);
-            if ok && !preflight_done {
-                preflight_done = self.preflight(&token).await;
-            }
             let wait = if ok {
                 self.backoff.reset();
                 self.every.mul_f64(rand::rng().random_range(0.9..=1.1))
@@ -341,14 +341,26 @@ impl<T: DeserializeOwned + Send + Sync + 'static> Refresher<T> {
     }
 
     /// Checks the version; reads the data only when it changed. No side effects.
+    ///
+    /// A token that may read the data but not the metadata (the seed's policy granted
+    /// only `secret/data/app/*`) still works: the data is read every time and compared
+    /// by version, at the cost of one data read per refresh.
     async fn fetch(&self, token: &SecretString) -> Result<Fetched<T>> {
         let transport = &self.ctx.transport;
         let known = self.tx.borrow().value.as_ref().map(|v| v.version);
-        let version = kv::current_version(transport, token, &self.at).await?;
-        if Some(version) == known {
-            return Ok(Fetched::Unchanged);
-        }
-        Ok(Fetched::New(kv::read::<T>(transport, token, &self.at).await?))
+        let read = match kv::current_version(transport, token, &self.at).await {
+            Ok(version) if Some(version) == known => return Ok(Fetched::Unchanged),
+            Ok(_) => kv::read::<T>(transport, token, &self.at).await?,
+            Err(Error::PermissionDenied { .. }) => {
+                let read = kv::read::<T>(transport, token, &self.at).await?;
+                if Some(read.version) == known {
+                    return Ok(Fetched::Unchanged);
+                }
+                read
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(Fetched::New(read))
     }
 
     /// Publishes one attempt's result. Subscribers are woken for a new value, a removal,
@@ -447,5 +459,95 @@ impl<T: DeserializeOwned + Send + Sync + 'static> Refresher<T> {
             metrics::gauge!("vault_secret_age_seconds", "path" => path)
                 .set(now.saturating_duration_since(at).as_secs_f64());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A handle on a hand-fed entry, as a refresh task would publish it.
+    fn watched(max_stale: Duration) -> (watch::Sender<Entry<&'static str>>, Watched<&'static str>) {
+        let (tx, rx) = watch::channel(Entry::default());
+        let shared = Arc::new(Shared {
+            path: "secret/app/x".into(),
+            max_stale,
+            rx: rx.clone(),
+            stop: CancellationToken::new(),
+            _owner: Arc::new(()),
+        });
+        (tx, Watched { shared, rx })
+    }
+
+    fn value(version: u64, lease: Option<Duration>) -> Option<Arc<Versioned<&'static str>>> {
+        let now = Instant::now();
+        Some(Arc::new(Versioned {
+            value: "v",
+            version,
+            generation: version,
+            fetched_at: now,
+            lease_ends: lease.map(|l| now + l),
+        }))
+    }
+
+    fn unavailable() -> Error {
+        Error::Unreachable { address: "https://vault".into(), detail: "connection refused".into() }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_last_value_is_served_through_an_outage_until_max_stale() {
+        let (tx, w) = watched(Duration::from_secs(600));
+        assert!(matches!(w.current(), Err(Error::Pending { .. })));
+        tx.send_modify(|e| {
+            e.value = value(1, None);
+            e.confirmed_at = Some(Instant::now());
+        });
+        // Vault goes away: every refresh fails from now on.
+        tx.send_modify(|e| e.problem = Some(unavailable()));
+        tokio::time::advance(Duration::from_secs(599)).await;
+        assert_eq!(w.current().expect("still fresh enough").version(), 1);
+        assert!(w.status().ready);
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert!(matches!(w.current(), Err(Error::Stale { .. })));
+        let status = w.status();
+        assert!(!status.ready && status.problem.is_some_and(|p| p.contains("stale")));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_leased_value_is_never_served_past_its_lease() {
+        let (tx, w) = watched(Duration::from_secs(600));
+        tx.send_modify(|e| {
+            e.value = value(1, Some(Duration::from_secs(60)));
+            e.confirmed_at = Some(Instant::now());
+        });
+        tokio::time::advance(Duration::from_secs(59)).await;
+        assert!(w.current().is_ok());
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(matches!(w.current(), Err(Error::Stale { .. })), "served past the lease end");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_deleted_secret_is_not_served_even_if_cached() {
+        let (tx, w) = watched(Duration::from_secs(600));
+        tx.send_modify(|e| {
+            e.value = value(3, None);
+            e.confirmed_at = Some(Instant::now());
+            e.problem = Some(Error::NotFound { path: "secret/metadata/app/x".into() });
+        });
+        assert!(matches!(w.current(), Err(Error::NotFound { .. })));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn subscribers_wake_for_a_new_value_and_read_it() {
+        let (tx, mut w) = watched(Duration::from_secs(600));
+        let waiter = tokio::spawn(async move {
+            w.changed().await.expect("watch alive");
+            w.current().map(|v| (v.version(), v.generation()))
+        });
+        tx.send_modify(|e| {
+            e.value = value(2, None);
+            e.confirmed_at = Some(Instant::now());
+        });
+        assert_eq!(waiter.await.unwrap().unwrap(), (2, 2));
     }
 }

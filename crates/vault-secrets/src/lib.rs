@@ -49,7 +49,7 @@
 //! - **Single flight**: one refresh task per secret and type in a session; every
 //!   [`KvWatch::watch`] of the same secret joins it, so a thousand callers on a cold cache
 //!   cause one read ([`Watched::ready`] waits for it).
-//! - **Preflight**: after the first read, `sys/capabilities-self` tells which needed
+//! - **Preflight**: before the first read, `sys/capabilities-self` tells which needed
 //!   capabilities the token lacks; each is logged once and shown in
 //!   [`SecretStatus::missing_capabilities`].
 //! - **Failover**: with several addresses, one that refuses, times out, is sealed or is a

@@ -218,6 +218,7 @@ impl Fixture {
         AppConfig {
             vault_addresses: vec![self.vault.addr.clone()],
             vault_ca_pem: Some(std::fs::read(&self.vault.ca_file).expect("CA")),
+            vault_client_identity: None,
             vault_namespace: None,
             login: Login::AppRole {
                 mount: "approle".into(),
@@ -307,11 +308,13 @@ where
 }
 
 /// A loopback TCP relay in front of the real OpenBao: closed until `open` is called, so
-/// a test can start the app while "Vault" is unreachable.
+/// a test can make "Vault" unreachable and reachable again without stopping the server.
 pub struct Relay {
     pub addr: String,
     port: u16,
     target: String,
+    /// Cancelled by `close`: ends the accept loop and every relayed connection.
+    open: std::sync::Mutex<Option<tokio_util::sync::CancellationToken>>,
 }
 
 impl Relay {
@@ -321,23 +324,39 @@ impl Relay {
         let port = listener.local_addr().unwrap().port();
         drop(listener);
         let target = target_addr.trim_start_matches("https://").to_owned();
-        Self { addr: format!("https://127.0.0.1:{port}"), port, target }
+        Self { addr: format!("https://127.0.0.1:{port}"), port, target, open: Default::default() }
     }
 
     /// Starts relaying to the real server.
     pub async fn open(&self) {
         let listener = TcpListener::bind(("127.0.0.1", self.port)).await.expect("bind the reserved port");
+        let stop = tokio_util::sync::CancellationToken::new();
+        *self.open.lock().unwrap() = Some(stop.clone());
         let target = self.target.clone();
         tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                let target = target.clone();
+            loop {
+                let (mut inbound, _) = tokio::select! {
+                    accepted = listener.accept() => match accepted { Ok(a) => a, Err(_) => return },
+                    () = stop.cancelled() => return,
+                };
+                let (target, stop) = (target.clone(), stop.clone());
                 tokio::spawn(async move {
                     if let Ok(mut outbound) = TcpStream::connect(&target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        tokio::select! {
+                            _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                            () = stop.cancelled() => {}
+                        }
                     }
                 });
             }
         });
+    }
+
+    /// Cuts every connection and refuses new ones.
+    pub fn close(&self) {
+        if let Some(stop) = self.open.lock().unwrap().take() {
+            stop.cancel();
+        }
     }
 }
 

@@ -105,3 +105,33 @@ async fn the_documented_sample_values_never_reach_the_log() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     app.assert_no_secret_logged();
 }
+
+#[tokio::test]
+async fn a_missing_capability_is_logged_once_and_shown_in_ready() {
+    let fixture = Fixture::new().await;
+    // The seed's policy: data only, no metadata, so versions cannot be checked cheaply.
+    let hcl = format!(
+        r#"path "{m}/data/app/*" {{ capabilities = ["read", "list"] }}
+path "auth/token/lookup-self" {{ capabilities = ["read"] }}
+path "auth/token/renew-self" {{ capabilities = ["update"] }}
+path "sys/capabilities-self" {{ capabilities = ["update"] }}"#,
+        m = fixture.mount
+    );
+    fixture
+        .vault
+        .admin_ok(Method::PUT, &format!("sys/policies/acl/{}", fixture.policy), Some(json!({ "policy": hcl })))
+        .await;
+    let app = fixture.spawn_app().await;
+    // Reading the data still works: the library falls back from metadata to data reads.
+    app.wait_ready(Duration::from_secs(20)).await;
+    assert_eq!(app.get("/api/secret").await.0, 200);
+    let (_, ready) = app.get("/ready").await;
+    let metadata = format!("read on {}/metadata/app/database", app.fixture.mount);
+    let check = &ready["checks"][format!("secret:{}/app/database", app.fixture.mount)];
+    assert_eq!(check["missing_capabilities"], json!([metadata]), "{ready}");
+    let logged = crate::helpers::captured_logs()
+        .lines()
+        .filter(|l| l.contains("lacks a capability") && l.contains(&metadata))
+        .count();
+    assert_eq!(logged, 1, "the missing capability must be logged exactly once");
+}

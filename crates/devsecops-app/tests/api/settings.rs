@@ -33,12 +33,14 @@ fn help_lists_the_settings() {
 
 #[test]
 fn an_invalid_value_exits_2_and_names_the_setting() {
-    let cases: [(&str, &str, &str); 5] = [
+    let cases: [(&str, &str, &str); 7] = [
         ("APP_PORT", "not-a-port", "--port"),
         ("APP_REFRESH_INTERVAL", "soon", "--refresh-interval"),
         ("VAULT_ADDR", "vault.example:8200", "VAULT_ADDR"),
         ("APP_ROLE_ID_FILE", "/nonexistent/role-id", "APP_ROLE_ID_FILE"),
         ("APP_LOG_LEVEL", "=?!", "APP_LOG_LEVEL"),
+        ("VAULT_CLIENT_CERT", "/nonexistent/client.pem", "VAULT_CLIENT_KEY"),
+        ("APP_MAX_STALE", "1s", "APP_MAX_STALE"),
     ];
     for (var, value, named) in cases {
         let mut cmd = app();
