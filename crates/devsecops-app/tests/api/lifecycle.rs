@@ -173,3 +173,44 @@ async fn a_thousand_concurrent_cold_reads_make_one_vault_read() {
     eprintln!("single flight: 1000 concurrent cold reads, {reads} vault data read(s)");
     assert_eq!(reads, 1);
 }
+
+#[tokio::test]
+async fn vault_calls_logins_and_cache_reads_are_recorded_as_metrics() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    recorder.install().expect("the first metrics recorder of this test process");
+    let app = Fixture::new().await.spawn_app().await;
+    app.wait_ready(READY).await;
+    for _ in 0..10 {
+        assert_eq!(app.get("/api/secret").await.0, 200);
+    }
+    let snapshot = snapshotter.snapshot().into_vec();
+    let value = |name: &str, labels: &[(&str, &str)]| {
+        snapshot.iter().find_map(|(key, _, _, value)| {
+            let k = key.key();
+            let matches = k.name() == name
+                && labels.iter().all(|(l, v)| k.labels().any(|label| label.key() == *l && label.value() == *v));
+            matches.then_some(value)
+        })
+    };
+    let counter = |name: &str, labels: &[(&str, &str)]| match value(name, labels) {
+        Some(DebugValue::Counter(n)) => *n,
+        other => panic!("{name}{labels:?}: {other:?}"),
+    };
+    let gauge = |name: &str, labels: &[(&str, &str)]| match value(name, labels) {
+        Some(DebugValue::Gauge(g)) => g.into_inner(),
+        other => panic!("{name}{labels:?}: {other:?}"),
+    };
+    assert!(counter("vault_logins_total", &[("method", "approle"), ("outcome", "ok")]) >= 1);
+    assert!(counter("vault_requests_total", &[("operation", "kv_read"), ("outcome", "ok")]) >= 2);
+    assert!(counter("vault_requests_total", &[("operation", "kv_metadata"), ("outcome", "ok")]) >= 2);
+    assert!(counter("vault_cache_reads_total", &[("outcome", "hit")]) >= 10);
+    assert!(
+        matches!(value("vault_request_duration_seconds", &[("operation", "login")]), Some(DebugValue::Histogram(h)) if !h.is_empty())
+    );
+    assert_eq!(gauge("vault_token_ttl_seconds", &[]), 3600.0);
+    let path = format!("{}/app/database", app.fixture.mount);
+    assert_eq!(gauge("vault_secret_version", &[("path", &path)]), 1.0);
+    assert!(gauge("vault_secret_age_seconds", &[("path", &path)]) < 30.0);
+}
