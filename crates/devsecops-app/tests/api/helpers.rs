@@ -237,7 +237,13 @@ impl Fixture {
     }
 
     pub async fn spawn_app(self) -> TestApp {
-        let config = self.config().await;
+        self.spawn_app_with(|_| {}).await
+    }
+
+    /// Starts the app with `tweak` applied to its configuration.
+    pub async fn spawn_app_with(self, tweak: impl FnOnce(&mut AppConfig)) -> TestApp {
+        let mut config = self.config().await;
+        tweak(&mut config);
         TestApp::spawn(self, config).await
     }
 }
@@ -279,6 +285,22 @@ impl TestApp {
         if let Err(last) = body {
             panic!("app not ready after {deadline:?}: {last}");
         }
+    }
+
+    /// Writes a new version of `app/database` with `host`, and waits (up to `deadline`)
+    /// until `/api/secret` serves it. Returns how long that took.
+    pub async fn rotate_host(&self, host: &str, deadline: Duration) -> Duration {
+        let f = &self.fixture;
+        f.put("app/database", json!({ "host": host, "port": "6432", "username": "app_user", "password": f.password }))
+            .await;
+        let started = tokio::time::Instant::now();
+        poll(deadline, || async {
+            let (_, body) = self.get("/api/secret").await;
+            (body["database"]["host"] == host).then_some(()).ok_or(body)
+        })
+        .await
+        .unwrap_or_else(|last| panic!("{host} not served within {deadline:?}: {last}"));
+        started.elapsed()
     }
 
     /// The test's secret values must not appear in anything the app logged.

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use vault_secrets::{AppRole, Vault};
 
-use crate::helpers::{Fixture, Load, TestApp, poll};
+use crate::helpers::{Fixture, Load, poll};
 
 const READY: Duration = Duration::from_secs(20);
 
@@ -49,10 +49,7 @@ async fn steady_state_requests_cause_no_vault_read() {
 
 #[tokio::test]
 async fn a_revoked_token_is_replaced_by_a_new_login_without_failed_requests() {
-    let fixture = Fixture::new().await;
-    let mut config = fixture.config().await;
-    config.refresh_interval = Duration::from_millis(500);
-    let app = TestApp::spawn(fixture, config).await;
+    let app = Fixture::new().await.spawn_app_with(|c| c.refresh_interval = Duration::from_millis(500)).await;
     app.wait_ready(READY).await;
     let f = &app.fixture;
     let logins_before = logins(f);
@@ -75,13 +72,7 @@ async fn a_revoked_token_is_replaced_by_a_new_login_without_failed_requests() {
         .expect("the app logs in again within 10 s");
     let relogin = started.elapsed();
     // The new token must work: a changed value arrives through it.
-    f.put("app/database", json!({ "host": "after-revocation", "port": 1, "username": "u", "password": f.password }))
-        .await;
-    poll(Duration::from_secs(5), || async {
-        (app.get("/api/secret").await.1["database"]["host"] == "after-revocation").then_some(()).ok_or(())
-    })
-    .await
-    .expect("reads work with the new token");
+    app.rotate_host("after-revocation", Duration::from_secs(5)).await;
     let report = load.stop().await;
     eprintln!("revocation: sent={} failed={} relogin_in={relogin:?}", report.sent, report.failed);
     assert_eq!(report.failed, 0);
@@ -90,22 +81,11 @@ async fn a_revoked_token_is_replaced_by_a_new_login_without_failed_requests() {
 
 #[tokio::test]
 async fn a_kv_put_under_load_is_served_within_the_refresh_interval() {
-    let fixture = Fixture::new().await;
-    let mut config = fixture.config().await;
-    config.refresh_interval = Duration::from_secs(1);
-    let app = TestApp::spawn(fixture, config).await;
+    let app = Fixture::new().await.spawn_app_with(|c| c.refresh_interval = Duration::from_secs(1)).await;
     app.wait_ready(READY).await;
     let load = Load::start(&app.base, "/api/secret", 4);
-    let f = &app.fixture;
-    f.put("app/database", json!({ "host": "put-under-load", "port": 1, "username": "u", "password": f.password }))
-        .await;
-    let started = tokio::time::Instant::now();
-    poll(Duration::from_secs(5), || async {
-        (app.get("/api/secret").await.1["database"]["host"] == "put-under-load").then_some(()).ok_or(())
-    })
-    .await
-    .expect("the new value is served");
-    let seen = started.elapsed();
+    // Five refresh intervals at most.
+    let seen = app.rotate_host("put-under-load", Duration::from_secs(5)).await;
     let report = load.stop().await;
     eprintln!("kv put under load: sent={} failed={} served_after={seen:?}", report.sent, report.failed);
     assert_eq!(report.failed, 0);
@@ -130,10 +110,13 @@ async fn dead_address() -> (String, Arc<AtomicU64>) {
 async fn a_dead_first_address_is_skipped_once_and_adds_no_latency() {
     let fixture = Fixture::new().await;
     let (dead, dead_hits) = dead_address().await;
-    let mut config = fixture.config().await;
-    config.vault_addresses = vec![dead, fixture.vault.addr.clone()];
-    config.refresh_interval = Duration::from_millis(200);
-    let app = TestApp::spawn(fixture, config).await;
+    let live = fixture.vault.addr.clone();
+    let app = fixture
+        .spawn_app_with(|c| {
+            c.vault_addresses = vec![dead, live];
+            c.refresh_interval = Duration::from_millis(200);
+        })
+        .await;
     app.wait_ready(READY).await;
     let load = Load::start(&app.base, "/api/secret", 2);
     // About 15 refresh rounds of two secrets.

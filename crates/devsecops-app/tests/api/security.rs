@@ -5,7 +5,7 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::helpers::{Fixture, TestApp, poll};
+use crate::helpers::{Fixture, poll};
 
 #[tokio::test]
 async fn the_app_logs_in_with_approle_and_reads_with_its_own_policy_never_root() {
@@ -56,9 +56,8 @@ async fn the_app_policy_denies_everything_else() {
 #[tokio::test]
 async fn a_wrong_ca_certificate_gives_a_clear_tls_error_and_not_ready() {
     let fixture = Fixture::new().await;
-    let mut config = fixture.config().await;
-    config.vault_ca_pem = Some(std::fs::read(&fixture.vault.wrong_ca_file).expect("wrong CA"));
-    let app = TestApp::spawn(fixture, config).await;
+    let wrong_ca = std::fs::read(&fixture.vault.wrong_ca_file).expect("wrong CA");
+    let app = fixture.spawn_app_with(|c| c.vault_ca_pem = Some(wrong_ca)).await;
     let body = poll(Duration::from_secs(10), || async {
         let (_, body) = app.get("/ready").await;
         body["vault"]["last_error"]
@@ -90,9 +89,7 @@ async fn the_documented_sample_values_never_reach_the_log() {
     )
     .await;
     f.put("app/api", json!({ "endpoint": "https://api.example.com", "api_key": f.api_key })).await;
-    let mut config = fixture.config().await;
-    config.refresh_interval = Duration::from_millis(200);
-    let app = TestApp::spawn(fixture, config).await;
+    let app = fixture.spawn_app_with(|c| c.refresh_interval = Duration::from_millis(200)).await;
     app.wait_ready(Duration::from_secs(20)).await;
     for path in ["/api/secret", "/api/config", "/ready", "/health"] {
         let (status, body) = app.get(path).await;

@@ -2,15 +2,13 @@
 
 use std::time::Duration;
 
-use crate::helpers::{Fixture, Relay, TestApp, poll};
+use crate::helpers::{Fixture, Relay, poll};
 
 #[tokio::test]
 async fn the_app_starts_without_vault_and_serves_once_vault_is_up() {
     let fixture = Fixture::new().await;
     let relay = Relay::closed(&fixture.vault.addr);
-    let mut config = fixture.config().await;
-    config.vault_addresses = vec![relay.addr.clone()];
-    let app = TestApp::spawn(fixture, config).await;
+    let app = fixture.spawn_app_with(|c| c.vault_addresses = vec![relay.addr.clone()]).await;
 
     let (status, body) = app.get("/health").await;
     assert_eq!(status, 200, "{body}");
@@ -37,11 +35,13 @@ async fn cached_values_are_served_through_an_outage_until_max_stale_then_503() {
     let fixture = Fixture::new().await;
     let relay = Relay::closed(&fixture.vault.addr);
     relay.open().await;
-    let mut config = fixture.config().await;
-    config.vault_addresses = vec![relay.addr.clone()];
-    config.refresh_interval = Duration::from_millis(300);
-    config.max_stale = Duration::from_secs(5);
-    let app = TestApp::spawn(fixture, config).await;
+    let app = fixture
+        .spawn_app_with(|c| {
+            c.vault_addresses = vec![relay.addr.clone()];
+            c.refresh_interval = Duration::from_millis(300);
+            c.max_stale = Duration::from_secs(5);
+        })
+        .await;
     app.wait_ready(Duration::from_secs(20)).await;
 
     relay.close();
