@@ -447,7 +447,8 @@ impl Load {
                     let (mut sent, mut failed, mut busy) = (0u64, 0u64, Duration::ZERO);
                     while !stop.is_cancelled() {
                         let started = std::time::Instant::now();
-                        let ok = matches!(http.get(&url).send().await, Ok(r) if r.status() == 200);
+                        let response = http.get(&url).timeout(Duration::from_secs(15)).send().await;
+                        let ok = matches!(response, Ok(r) if r.status() == 200);
                         busy += started.elapsed();
                         sent += 1;
                         failed += u64::from(!ok);

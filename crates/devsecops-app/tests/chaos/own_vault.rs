@@ -1,7 +1,7 @@
 //! A dedicated OpenBao server for one test: its own state directory, ports, raft storage
 //! and audit log, so the test can stop, seal and restart it without touching the server
-//! the other tests share. The TLS certificate of the shared server is reused (its SANs
-//! are 127.0.0.1 and localhost, valid on any loopback port).
+//! the other tests share. The TLS certificate of the shared server is reused, copied into
+//! the server's directory (its SANs are 127.0.0.1 and localhost, valid on any loopback port).
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::PermissionsExt;
@@ -47,13 +47,21 @@ impl OwnVault {
             std::fs::create_dir_all(&path).expect("create the state directory");
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700)).expect("chmod 0700");
         }
+        // A copy of the shared server's certificate, key and CA: the shared directory is
+        // rebuilt by every `make test`, and a restart must find the files it started with.
+        let tls = dir.join("tls");
+        std::fs::create_dir_all(&tls).expect("create tls/");
+        std::fs::set_permissions(&tls, std::fs::Permissions::from_mode(0o700)).expect("chmod 0700");
+        for file in ["ca.pem", "server.pem", "server-key.pem"] {
+            std::fs::copy(shared_tls.join(file), tls.join(file)).unwrap_or_else(|e| panic!("copy {file}: {e}"));
+        }
         let (api_port, cluster_port) = free_port_pair();
         let addr = format!("https://127.0.0.1:{api_port}");
         let audit_log = dir.join("logs/audit.log");
         let config = dir.join("bao/config.hcl");
-        let text = config_hcl(&dir, &shared_tls, api_port, cluster_port, &audit_log);
+        let text = config_hcl(&dir, &tls, api_port, cluster_port, &audit_log);
         std::fs::write(&config, text).expect("write config.hcl");
-        let ca_file = shared_tls.join("ca.pem");
+        let ca_file = tls.join("ca.pem");
         let ca = reqwest::Certificate::from_pem(&std::fs::read(&ca_file).expect("read the CA")).expect("CA is PEM");
         let http = reqwest::Client::builder()
             .add_root_certificate(ca)
