@@ -56,6 +56,14 @@ trap 'exit 143' TERM
 
 "${ROOT_DIR}/scripts/setup.sh"
 
+# One run at a time per checkout: a second run waits instead of wiping the first one's server.
+mkdir -p "${ROOT_DIR}/target"
+exec 9>"${ROOT_DIR}/target/test-stack.lock"
+if ! flock -n 9; then
+    step "Another test run holds ${TEST_DIR}: waiting for it (up to 30 min)"
+    flock -w 1800 9 || die "the other test run did not finish within 30 minutes"
+fi
+
 # A server left over by a run that was killed with SIGKILL: stop it before wiping its directory.
 if [[ -f "${TEST_DIR}/pids/bao.pid" ]]; then
     stop_pid "${TEST_DIR}/pids/bao.pid" "leftover test OpenBao"

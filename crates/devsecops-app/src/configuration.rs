@@ -180,9 +180,10 @@ impl Settings {
         let addr = self.vault_addr.or_else(|| vault_env("ADDR")).unwrap_or_else(|| "https://127.0.0.1:8200".into());
         let vault_addresses: Vec<String> =
             addr.split(',').map(str::trim).filter(|a| !a.is_empty()).map(str::to_owned).collect();
-        for a in &vault_addresses {
+        for (i, a) in vault_addresses.iter().enumerate() {
+            // Named by position only: a malformed address may hold credentials.
             if !(a.starts_with("https://") || a.starts_with("http://")) {
-                return Err(invalid("VAULT_ADDR", format!("{a:?} is not an http(s):// URL")));
+                return Err(invalid("VAULT_ADDR", format!("address {} is not an http(s):// URL", i + 1)));
             }
         }
         if vault_addresses.is_empty() {

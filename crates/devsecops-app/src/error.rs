@@ -18,6 +18,12 @@ pub enum ApiError {
     /// A secret could not be served.
     #[error(transparent)]
     Secret(#[from] vault_secrets::Error),
+    /// The request took longer than the service allows.
+    #[error("request timed out")]
+    Timeout,
+    /// The request body is larger than the service accepts.
+    #[error("request body too large")]
+    PayloadTooLarge,
     /// A handler panicked.
     #[error("internal error")]
     Internal,
@@ -49,6 +55,10 @@ impl ApiError {
                 "vault_unavailable",
                 "vault cannot be reached and no fresh value is cached".into(),
             ),
+            ApiError::Timeout => (StatusCode::REQUEST_TIMEOUT, "timeout", "the request took too long".into()),
+            ApiError::PayloadTooLarge => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "the request body is too large".into())
+            }
             ApiError::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error".into()),
         }
     }
@@ -57,8 +67,12 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, message) = self.parts();
-        if status.is_server_error() {
-            tracing::warn!(error = %self, code, "request failed");
+        // Vault trouble is logged once per change by the refresh tasks, not per request.
+        match &self {
+            ApiError::Internal | ApiError::Secret(vault_secrets::Error::Decode { .. }) => {
+                tracing::error!(error = %self, code, "request failed")
+            }
+            _ => tracing::debug!(error = %self, code, "request failed"),
         }
         let mut response = (status, Json(json!({ "error": code, "message": message }))).into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {
@@ -66,4 +80,24 @@ impl IntoResponse for ApiError {
         }
         response
     }
+}
+
+/// Gives the bodies the middleware makes on its own (408 from the timeout, 413 from the
+/// body limit) the same JSON form as every other error.
+pub async fn json_errors<B>(response: axum::http::Response<B>) -> Response
+where
+    B: axum::body::HttpBody<Data = axum::body::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    let response = response.map(axum::body::Body::new);
+    let replacement = match response.status() {
+        StatusCode::REQUEST_TIMEOUT => ApiError::Timeout,
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge,
+        _ => return response,
+    };
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if is_json { response } else { replacement.into_response() }
 }

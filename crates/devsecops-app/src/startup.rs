@@ -135,6 +135,7 @@ pub fn router(state: AppState) -> Router {
         .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
         .layer(trace)
         .layer(PropagateRequestIdLayer::new(request_id))
+        .layer(axum::middleware::map_response(crate::error::json_errors))
         .layer(CatchPanicLayer::custom(|_| ApiError::Internal.into_response()))
         .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
         .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT))

@@ -25,14 +25,25 @@ pub const DEFAULT_REFRESH: Duration = Duration::from_secs(30);
 /// Default bound on how long a value is served without Vault confirming it.
 pub const DEFAULT_MAX_STALE: Duration = Duration::from_secs(600);
 
-/// A value read from Vault, with where it came from.
-#[derive(Debug)]
+/// A value read from Vault, with where it came from. Its `Debug` shows the version and
+/// times, never the value.
 pub struct Versioned<T> {
     value: T,
     version: u64,
     generation: u64,
     fetched_at: Instant,
     lease_ends: Option<Instant>,
+}
+
+impl<T> std::fmt::Debug for Versioned<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Versioned")
+            .field("version", &self.version)
+            .field("generation", &self.generation)
+            .field("fetched_at", &self.fetched_at)
+            .field("lease_ends", &self.lease_ends)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<T> Versioned<T> {
@@ -179,8 +190,10 @@ impl<T> Watched<T> {
         }
     }
 
-    /// Waits for the first refresh attempt to finish, then answers like
-    /// [`Watched::current`]. For start-up code; request handlers use `current`.
+    /// Waits for the first refresh attempt to finish (or the first login to fail), then
+    /// answers like [`Watched::current`]. For start-up code; request handlers use
+    /// `current`. While Vault cannot be reached at all, the first attempt can take as long
+    /// as the connect and request timeouts of every address.
     pub async fn ready(&self) -> Result<Arc<Versioned<T>>> {
         let mut rx = self.shared.rx.clone();
         let _ = rx.wait_for(|e| e.attempted).await;
@@ -232,6 +245,7 @@ pub(crate) struct RefreshContext {
     pub rejected: mpsc::Sender<u64>,
     pub shutdown: CancellationToken,
     pub registry: Arc<Registry>,
+    pub session: watch::Receiver<crate::renewal::SessionStatus>,
 }
 
 impl<T: DeserializeOwned + Send + Sync + 'static> KvWatch<T> {
@@ -286,6 +300,9 @@ enum Fetched<T> {
     New(kv::Read<T>),
 }
 
+/// The least time between two attempts of a refresh task, even when a new token arrives.
+const RETRY_FLOOR: Duration = Duration::from_millis(500);
+
 /// The refresh task of one secret.
 struct Refresher<T> {
     at: KvPath,
@@ -312,7 +329,7 @@ impl<T: DeserializeOwned + Send + Sync + 'static> Refresher<T> {
     async fn refresh_loop(&mut self) {
         let mut preflight_done = false;
         loop {
-            let Ok(slot) = self.ctx.token.wait_for(|s| s.token.is_some()).await.map(|s| s.clone()) else { return };
+            let Some(slot) = self.token().await else { return };
             let Some(token) = slot.token else { return };
             if !preflight_done {
                 preflight_done = self.preflight(&token).await;
@@ -327,15 +344,37 @@ impl<T: DeserializeOwned + Send + Sync + 'static> Refresher<T> {
                 self.backoff.reset();
                 self.every.mul_f64(rand::rng().random_range(0.9..=1.1))
             } else {
-                self.backoff.next_delay(&mut rand::rng()).min(self.every)
+                self.backoff.next_delay(&mut rand::rng()).min(self.every).max(RETRY_FLOOR)
             };
             self.record_gauges();
             let mut token_rx = self.ctx.token.clone();
-            token_rx.mark_unchanged();
+            let new_token = async { token_rx.wait_for(|s| s.generation != slot.generation).await.is_ok() };
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
-                // After a failure, a new token (a fresh login) is worth an immediate retry.
-                Ok(()) = token_rx.changed(), if !ok => {}
+                // After a failure, a new token (a fresh login) is worth an earlier retry.
+                true = new_token, if !ok => tokio::time::sleep(RETRY_FLOOR).await,
+            }
+        }
+    }
+
+    /// Waits for the session's first token. While logins fail, the watch reports "not
+    /// logged in" (so [`Watched::ready`] returns). `None` once the session is gone.
+    async fn token(&mut self) -> Option<TokenSlot> {
+        let mut session = self.ctx.session.clone();
+        loop {
+            let slot = self.ctx.token.borrow_and_update().clone();
+            if slot.token.is_some() {
+                return Some(slot);
+            }
+            tokio::select! {
+                changed = self.ctx.token.changed() => changed.ok()?,
+                changed = session.changed() => {
+                    changed.ok()?;
+                    let failed = session.borrow_and_update().last_error.is_some();
+                    if failed {
+                        self.publish(Err(Error::NotLoggedIn));
+                    }
+                }
             }
         }
     }
@@ -347,13 +386,18 @@ impl<T: DeserializeOwned + Send + Sync + 'static> Refresher<T> {
     /// by version, at the cost of one data read per refresh.
     async fn fetch(&self, token: &SecretString) -> Result<Fetched<T>> {
         let transport = &self.ctx.transport;
-        let known = self.tx.borrow().value.as_ref().map(|v| v.version);
+        let (known, lease_ends) = {
+            let entry = self.tx.borrow();
+            (entry.value.as_ref().map(|v| v.version), entry.value.as_ref().and_then(|v| v.lease_ends))
+        };
+        // A leased value is read again before its lease ends, even if its version stays.
+        let lease_due = lease_ends.is_some_and(|end| end.saturating_duration_since(Instant::now()) < self.every * 2);
         let read = match kv::current_version(transport, token, &self.at).await {
-            Ok(version) if Some(version) == known => return Ok(Fetched::Unchanged),
+            Ok(version) if Some(version) == known && !lease_due => return Ok(Fetched::Unchanged),
             Ok(_) => kv::read::<T>(transport, token, &self.at).await?,
             Err(Error::PermissionDenied { .. }) => {
                 let read = kv::read::<T>(transport, token, &self.at).await?;
-                if Some(read.version) == known {
+                if Some(read.version) == known && read.lease.is_none() {
                     return Ok(Fetched::Unchanged);
                 }
                 read

@@ -42,11 +42,15 @@ pub(crate) struct Call<'a> {
     pub path: &'a str,
     pub token: Option<&'a SecretString>,
     pub body: Option<&'a serde_json::Value>,
+    /// Whether the call may be sent again after it may have reached Vault. False for
+    /// single-use operations (unwrapping): those move to the next address only when the
+    /// connection could not be made.
+    pub retry_safe: bool,
 }
 
 impl<'a> Call<'a> {
     pub fn get(operation: &'static str, path: &'a str, token: &'a SecretString) -> Self {
-        Self { operation, method: Method::GET, path, token: Some(token), body: None }
+        Self { operation, method: Method::GET, path, token: Some(token), body: None, retry_safe: true }
     }
 
     pub fn post(
@@ -55,7 +59,13 @@ impl<'a> Call<'a> {
         token: Option<&'a SecretString>,
         body: &'a serde_json::Value,
     ) -> Self {
-        Self { operation, method: Method::POST, path, token, body: Some(body) }
+        Self { operation, method: Method::POST, path, token, body: Some(body), retry_safe: true }
+    }
+
+    /// Marks the call as single-use (see `retry_safe`).
+    pub fn single_use(mut self) -> Self {
+        self.retry_safe = false;
+        self
     }
 }
 
@@ -122,24 +132,27 @@ impl Transport {
         for i in 0..n {
             let index = (first + i) % n;
             match self.send_once(&self.addresses[index], call).await {
-                Err(e) if e.is_transient() || matches!(e, Error::Tls { .. }) => {
-                    if n > 1 {
-                        tracing::debug!(address = %self.addresses[index], error = %e, "vault address cannot serve, trying the next");
+                Err(Failure { error, reached }) if error.is_transient() || matches!(error, Error::Tls { .. }) => {
+                    if reached && !call.retry_safe {
+                        return Err(error);
                     }
-                    last_error = Some(e);
+                    if n > 1 {
+                        tracing::debug!(address = %self.addresses[index], %error, "vault address cannot serve, trying the next");
+                    }
+                    last_error = Some(error);
                 }
                 answer => {
                     if index != first {
                         self.preferred.store(index, Ordering::Relaxed);
                     }
-                    return answer;
+                    return answer.map_err(|f| f.error);
                 }
             }
         }
         Err(last_error.expect("at least one address"))
     }
 
-    async fn send_once(&self, base: &Url, call: &Call<'_>) -> Result<bytes::Bytes> {
+    async fn send_once(&self, base: &Url, call: &Call<'_>) -> Result<bytes::Bytes, Failure> {
         let address = base.as_str().trim_end_matches('/');
         let url = format!("{address}/v1/{}", call.path);
         let mut request = self.http.request(call.method.clone(), &url);
@@ -152,23 +165,35 @@ impl Transport {
         if let Some(body) = call.body {
             request = request.json(body);
         }
-        let response = request.send().await.map_err(|e| transport_error(address, &e))?;
+        let response = request
+            .send()
+            .await
+            .map_err(|e| Failure { error: transport_error(address, &e), reached: !e.is_connect() })?;
         let status = response.status();
-        let body = response.bytes().await.map_err(|e| transport_error(address, &e))?;
+        let body =
+            response.bytes().await.map_err(|e| Failure { error: transport_error(address, &e), reached: true })?;
         if status.is_success() {
             return Ok(body);
         }
         let message = vault_messages(&body);
         let path = call.path.to_owned();
-        Err(match status {
+        let error = match status {
             StatusCode::FORBIDDEN => Error::PermissionDenied { path },
             StatusCode::NOT_FOUND => Error::NotFound { path },
             s if s == StatusCode::TOO_MANY_REQUESTS || s.is_server_error() || s.is_redirection() => {
                 Error::Unavailable { address: address.to_owned(), status: s.as_u16(), message }
             }
             s => Error::Rejected { path, status: s.as_u16(), message },
-        })
+        };
+        Err(Failure { error, reached: true })
     }
+}
+
+/// A failed attempt at one address.
+struct Failure {
+    error: Error,
+    /// Whether the request may have reached Vault (false: the connection failed).
+    reached: bool,
 }
 
 /// Decodes a JSON answer, keeping only the location of a mismatch: serde's own message

@@ -60,7 +60,7 @@
 //! - **Staleness**: when Vault cannot be reached, the last value is served until Vault
 //!   has not confirmed it for `max_stale` (default 10 min); then reads fail with
 //!   [`Error::Stale`]. A secret Vault reports deleted fails with [`Error::NotFound`]. A
-//!   value read with a lease is never served past the lease's end.
+//!   value read with a lease is read again before its lease ends, and never served past it.
 //!
 //! The `examples/axum_service.rs` program shows the whole use in an axum service.
 //!

@@ -130,6 +130,7 @@ pub(crate) fn spawn(auth: Auth, transport: Arc<Transport>, shutdown: Cancellatio
         status_tx,
         rejected_rx,
         backoff: Backoff::new(Duration::from_millis(500), Duration::from_secs(30)),
+        rejections: Backoff::new(Duration::from_millis(500), Duration::from_secs(60)),
     };
     tokio::spawn(async move {
         tokio::select! {
@@ -151,6 +152,10 @@ struct SessionTask {
     /// `Vault` handle lives.
     rejected_rx: mpsc::Receiver<u64>,
     backoff: Backoff,
+    /// Delays the re-logins caused by rejection reports; reset by a successful renewal.
+    /// A policy that denies both a watched path and `lookup-self` makes every fresh
+    /// token look revoked: this keeps that from turning into a login loop.
+    rejections: Backoff,
 }
 
 impl SessionTask {
@@ -216,7 +221,7 @@ impl SessionTask {
             s.last_error = None;
             s.consecutive_failures = 0;
         });
-        record_ttl(&lease);
+        record_ttl_left(&lease);
     }
 
     fn record_error(&self, e: &Error) {
@@ -235,14 +240,17 @@ impl SessionTask {
             Plan::Hold => (None, State::Holding(lease)),
         };
         let generation = self.token_tx.borrow().generation;
+        let mut ttl_tick = tokio::time::interval(Duration::from_secs(15));
         loop {
             tokio::select! {
                 () = sleep_until_or_forever(at) => return next,
+                _ = ttl_tick.tick() => record_ttl_left(&lease),
                 Some(rejected) = self.rejected_rx.recv() => {
                     if rejected == generation && self.token_is_gone().await {
-                        tracing::warn!("vault no longer accepts the token (revoked or expired): logging in again");
+                        let delay = self.rejections.next_delay(&mut rand::rng());
+                        tracing::warn!(retry_in = ?delay, "vault no longer accepts the token (revoked or expired): logging in again");
                         self.status_tx.send_modify(|s| s.logged_in = false);
-                        return State::LoggingIn;
+                        return State::LoginBackoff(Instant::now() + delay);
                     }
                 }
             }
@@ -264,6 +272,7 @@ impl SessionTask {
             Ok(answer) => {
                 metrics::counter!("vault_token_renewals_total", "outcome" => "ok").increment(1);
                 self.backoff.reset();
+                self.rejections.reset();
                 let renewed = Lease {
                     obtained_at: Instant::now(),
                     ttl: Duration::from_secs(answer.auth.lease_duration),
@@ -277,7 +286,7 @@ impl SessionTask {
                     s.last_error = None;
                     s.consecutive_failures = 0;
                 });
-                record_ttl(&renewed);
+                record_ttl_left(&renewed);
                 State::Holding(renewed)
             }
             Err(e) if !e.is_transient() && self.auth.can_relogin() => {
@@ -293,7 +302,10 @@ impl SessionTask {
                 self.record_error(&e);
                 let retry_at = Instant::now() + delay;
                 match lease.expires_at() {
-                    Some(expiry) if retry_at >= expiry && self.auth.can_relogin() => State::LoginBackoff(retry_at),
+                    // The token would expire before the retry: log in again just before.
+                    Some(expiry) if retry_at >= expiry && self.auth.can_relogin() => {
+                        State::LoginBackoff(retry_at.min(expiry - Duration::from_secs(1)).max(Instant::now()))
+                    }
                     _ => State::RenewBackoff(lease, retry_at),
                 }
             }
@@ -301,8 +313,10 @@ impl SessionTask {
     }
 }
 
-fn record_ttl(lease: &Lease) {
-    metrics::gauge!("vault_token_ttl_seconds").set(lease.ttl.as_secs_f64());
+/// The token's TTL left now (kept current every 15 s while the token is held).
+fn record_ttl_left(lease: &Lease) {
+    let left = lease.expires_at().map_or(lease.ttl, |end| end.saturating_duration_since(Instant::now()));
+    metrics::gauge!("vault_token_ttl_seconds").set(left.as_secs_f64());
 }
 
 async fn sleep_until_or_forever(at: Option<Instant>) {

@@ -67,6 +67,7 @@ impl Vault {
                 rejected: self.inner.session.rejected.clone(),
                 shutdown: self.inner.shutdown.clone(),
                 registry: self.inner.registry.clone(),
+                session: self.inner.session.status.clone(),
             },
             owner: self.inner.clone(),
             _type: PhantomData,
@@ -149,8 +150,13 @@ impl VaultBuilder {
     /// Checks the settings and starts the session task. Does not wait for Vault: the
     /// first login happens in the background. Must be called inside a tokio runtime.
     pub fn build(self) -> Result<Vault> {
-        let addresses =
-            self.addresses.iter().filter(|a| !a.is_empty()).map(|a| parse_address(a)).collect::<Result<Vec<_>>>()?;
+        let addresses = self
+            .addresses
+            .iter()
+            .filter(|a| !a.is_empty())
+            .enumerate()
+            .map(|(i, a)| parse_address(i + 1, a))
+            .collect::<Result<Vec<_>>>()?;
         let auth = self.auth.ok_or_else(|| Error::Config("no authentication method given".into()))?;
         let transport = Arc::new(Transport::new(TransportConfig {
             addresses,
@@ -166,10 +172,15 @@ impl VaultBuilder {
     }
 }
 
-fn parse_address(address: &str) -> Result<Url> {
-    let url = Url::parse(address).map_err(|e| Error::Config(format!("vault address {address:?} is not a URL: {e}")))?;
+/// Parses the `n`-th address. Messages name it by position only: a malformed address
+/// may hold credentials.
+fn parse_address(n: usize, address: &str) -> Result<Url> {
+    let url = Url::parse(address).map_err(|e| Error::Config(format!("vault address {n} is not a URL ({e})")))?;
     if !matches!(url.scheme(), "https" | "http") || url.host().is_none() {
-        return Err(Error::Config(format!("vault address {address:?} must be http(s)://host[:port]")));
+        return Err(Error::Config(format!("vault address {n} must be http(s)://host[:port]")));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(Error::Config(format!("vault address {n} must not hold credentials")));
     }
     Ok(url)
 }
@@ -180,8 +191,10 @@ mod tests {
 
     #[test]
     fn addresses_must_be_http_urls() {
-        assert!(parse_address("https://127.0.0.1:8200").is_ok());
-        assert!(parse_address("127.0.0.1:8200").is_err());
-        assert!(parse_address("ftp://vault").is_err());
+        assert!(parse_address(1, "https://127.0.0.1:8200").is_ok());
+        assert!(parse_address(1, "127.0.0.1:8200").is_err());
+        assert!(parse_address(1, "ftp://vault").is_err());
+        let err = parse_address(2, "https://user:hunter2@vault:8200").unwrap_err().to_string();
+        assert!(err.contains("address 2") && !err.contains("hunter2"), "{err}");
     }
 }

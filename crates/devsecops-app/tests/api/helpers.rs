@@ -9,7 +9,7 @@ use std::time::Duration;
 use devsecops_app::Application;
 use devsecops_app::configuration::{AppConfig, Login};
 use rand::Rng;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpStream};
 use tracing_subscriber::EnvFilter;
@@ -253,15 +253,21 @@ pub struct TestApp {
     pub base: String,
     pub http: reqwest::Client,
     pub fixture: Fixture,
+    /// The wrapping token the app was given: it must not be logged either.
+    wrapping_token: Option<String>,
 }
 
 impl TestApp {
     pub async fn spawn(fixture: Fixture, config: AppConfig) -> Self {
         init_logs();
+        let wrapping_token = match &config.login {
+            Login::AppRole { secret_id, .. } => Some(secret_id.expose_secret().to_owned()),
+            Login::Token(_) => None,
+        };
         let app = Application::build(config).await.expect("application builds");
         let base = format!("http://127.0.0.1:{}", app.port());
         tokio::spawn(app.run_until_stopped(std::future::pending()));
-        Self { base, http: reqwest::Client::new(), fixture }
+        Self { base, http: reqwest::Client::new(), fixture, wrapping_token }
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
@@ -307,7 +313,8 @@ impl TestApp {
     pub fn assert_no_secret_logged(&self) {
         let logs = captured_logs();
         assert!(!logs.is_empty(), "the app logged nothing: is the capture wired?");
-        for secret in [&self.fixture.password, &self.fixture.api_key] {
+        let secrets = [Some(&self.fixture.password), Some(&self.fixture.api_key), self.wrapping_token.as_ref()];
+        for secret in secrets.into_iter().flatten() {
             assert!(!logs.contains(secret.as_str()), "a secret value appears in the app's log");
         }
     }

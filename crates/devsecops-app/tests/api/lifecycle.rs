@@ -35,7 +35,14 @@ fn logins(f: &Fixture) -> usize {
 
 #[tokio::test]
 async fn steady_state_requests_cause_no_vault_read() {
-    let app = Fixture::new().await.spawn_app().await;
+    // No scheduled refresh may fall inside the measured window.
+    let app = Fixture::new()
+        .await
+        .spawn_app_with(|c| {
+            c.refresh_interval = Duration::from_secs(3600);
+            c.max_stale = Duration::from_secs(3600);
+        })
+        .await;
     app.wait_ready(READY).await;
     let f = &app.fixture;
     let before = (app_reads(f, "data"), app_reads(f, "metadata"));
@@ -192,8 +199,35 @@ async fn vault_calls_logins_and_cache_reads_are_recorded_as_metrics() {
     assert!(
         matches!(value("vault_request_duration_seconds", &[("operation", "login")]), Some(DebugValue::Histogram(h)) if !h.is_empty())
     );
-    assert_eq!(gauge("vault_token_ttl_seconds", &[]), 3600.0);
+    let ttl_left = gauge("vault_token_ttl_seconds", &[]);
+    assert!((3500.0..=3600.0).contains(&ttl_left), "token TTL left: {ttl_left}");
     let path = format!("{}/app/database", app.fixture.mount);
     assert_eq!(gauge("vault_secret_version", &[("path", &path)]), 1.0);
     assert!(gauge("vault_secret_age_seconds", &[("path", &path)]) < 30.0);
+}
+
+#[tokio::test]
+async fn a_policy_that_hides_the_token_from_itself_causes_no_login_loop() {
+    // Denied on app/api and on lookup-self: every 403 looks like a revoked token.
+    let fixture = Fixture::new().await;
+    let hcl = format!(
+        r#"path "{m}/data/app/database" {{ capabilities = ["read"] }}
+path "{m}/metadata/app/database" {{ capabilities = ["read"] }}
+path "auth/token/renew-self" {{ capabilities = ["update"] }}"#,
+        m = fixture.mount
+    );
+    fixture
+        .vault
+        .admin_ok(Method::PUT, &format!("sys/policies/acl/{}", fixture.policy), Some(json!({ "policy": hcl })))
+        .await;
+    let app = fixture.spawn_app_with(|c| c.refresh_interval = Duration::from_millis(200)).await;
+    let window = Duration::from_secs(20);
+    tokio::time::sleep(window).await;
+    let count = logins(&app.fixture);
+    eprintln!("misleading 403s: {count} logins in {window:?}");
+    // Re-logins on rejection back off (full jitter from 0.5 s, doubling to 60 s): about
+    // 7 in 20 s. Without that backoff, the refresh task's retry floor paces a loop of
+    // about two logins a second: 40.
+    assert!(count <= 15, "{count} logins in {window:?}: a login loop");
+    assert_eq!(app.get("/api/secret").await.0, 200, "the readable secret is still served");
 }

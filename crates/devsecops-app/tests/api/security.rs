@@ -99,7 +99,12 @@ async fn the_documented_sample_values_never_reach_the_log() {
     // A few refresh rounds, one of them with a new version.
     let f = &app.fixture;
     f.put("app/api", json!({ "endpoint": "https://api.example.com", "api_key": f.api_key, "note": "v2" })).await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    poll(Duration::from_secs(5), || async {
+        let (_, body) = app.get("/api/config").await;
+        (body["version"] == 2).then_some(()).ok_or(body)
+    })
+    .await
+    .expect("version 2 is served");
     app.assert_no_secret_logged();
 }
 

@@ -74,7 +74,8 @@ async fn unwrap_secret_id(transport: &Transport, wrapping_token: &SecretString) 
         secret_id: SecretString,
     }
     let body = json!({});
-    let call = Call::post("unwrap", "sys/wrapping/unwrap", Some(wrapping_token), &body);
+    // Single use: a wrapping token that may have reached Vault is never sent again.
+    let call = Call::post("unwrap", "sys/wrapping/unwrap", Some(wrapping_token), &body).single_use();
     let unwrapped: Unwrapped = transport.json(call).await?;
     Ok(unwrapped.data.secret_id)
 }
