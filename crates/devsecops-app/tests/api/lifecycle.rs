@@ -231,3 +231,63 @@ path "auth/token/renew-self" {{ capabilities = ["update"] }}"#,
     assert!(count <= 15, "{count} logins in {window:?}: a login loop");
     assert_eq!(app.get("/api/secret").await.0, 200, "the readable secret is still served");
 }
+
+#[tokio::test]
+async fn short_lived_tokens_are_renewed_then_replaced_before_max_ttl_without_a_failure() {
+    let fixture = Fixture::new().await;
+    // Token TTL 4 s, max TTL 10 s: renewals at about 2.6 s, a new login before 10 s.
+    fixture
+        .vault
+        .admin_ok(
+            Method::POST,
+            &format!("auth/approle/role/{}", fixture.role),
+            Some(json!({ "token_ttl": "4s", "token_max_ttl": "10s" })),
+        )
+        .await;
+    let app = fixture.spawn_app_with(|c| c.refresh_interval = Duration::from_millis(300)).await;
+    app.wait_ready(READY).await;
+    let f = &app.fixture;
+    let load = Load::start(&app.base, "/api/secret", 2);
+    tokio::time::sleep(Duration::from_secs(16)).await;
+    let report = load.stop().await;
+    let renewals = f
+        .vault
+        .audit_responses("auth/token/renew-self")
+        .iter()
+        .filter(|e| e["auth"]["policies"].as_array().is_some_and(|p| p.contains(&json!(f.policy))))
+        .count();
+    let denied = f
+        .vault
+        .audit_responses(&format!("{}/", f.mount))
+        .iter()
+        .filter(|e| e["error"].as_str().is_some_and(|err| err.contains("permission denied")))
+        .count();
+    let logins = logins(f);
+    eprintln!(
+        "ttl 4s / max 10s over 16 s: {renewals} renewals, {logins} logins, {denied} denied reads, sent={} failed={}",
+        report.sent, report.failed
+    );
+    assert!(renewals >= 2, "{renewals} renewals: the token is not renewed before its TTL");
+    assert!(logins >= 2, "{logins} logins: no new login before the max TTL");
+    assert_eq!(denied, 0, "a read was made with an expired token");
+    assert_eq!(report.failed, 0);
+    app.assert_no_secret_logged();
+}
+
+#[tokio::test]
+async fn a_static_token_works_for_development() {
+    let fixture = Fixture::new().await;
+    let body = json!({ "policies": [fixture.policy], "ttl": "1h", "no_default_policy": true });
+    let token = fixture.vault.admin_ok(Method::POST, "auth/token/create", Some(body)).await["auth"]["client_token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    let app = fixture
+        .spawn_app_with(|c| c.login = devsecops_app::configuration::Login::Token(SecretString::from(token.clone())))
+        .await;
+    app.wait_ready(READY).await;
+    assert_eq!(app.get("/api/secret").await.0, 200);
+    let logs = crate::helpers::captured_logs();
+    assert!(logs.contains("static token"), "no warning about the development login");
+    assert!(!logs.contains(&token), "the token reached the log");
+}
