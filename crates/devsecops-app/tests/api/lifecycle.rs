@@ -115,26 +115,30 @@ async fn dead_address() -> (String, Arc<AtomicU64>) {
 
 #[tokio::test]
 async fn a_dead_first_address_is_skipped_once_and_adds_no_latency() {
-    let fixture = Fixture::new().await;
     let (dead, dead_hits) = dead_address().await;
-    let live = fixture.vault.addr.clone();
-    let app = fixture
+    let two = Fixture::new().await;
+    let live = two.vault.addr.clone();
+    let two = two
         .spawn_app_with(|c| {
             c.vault_addresses = vec![dead, live];
             c.refresh_interval = Duration::from_millis(200);
         })
         .await;
-    app.wait_ready(READY).await;
-    let load = Load::start(&app.base, "/api/secret", 2);
-    // About 15 refresh rounds of two secrets.
+    let one = Fixture::new().await.spawn_app_with(|c| c.refresh_interval = Duration::from_millis(200)).await;
+    two.wait_ready(READY).await;
+    one.wait_ready(READY).await;
+    // About 15 refresh rounds of two secrets, the same load on both apps at once.
+    let (load_two, load_one) = (Load::start(&two.base, "/api/secret", 2), Load::start(&one.base, "/api/secret", 2));
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let report = load.stop().await;
+    let (with_dead, baseline) = (load_two.stop().await, load_one.stop().await);
     let hits = dead_hits.load(Ordering::Relaxed);
     eprintln!(
-        "failover: sent={} failed={} mean_latency={:?} dead_address_connections={hits}",
-        report.sent, report.failed, report.mean_latency
+        "failover: sent={} failed={} mean_latency={:?} (one address: {:?}) dead_address_connections={hits}",
+        with_dead.sent, with_dead.failed, with_dead.mean_latency, baseline.mean_latency
     );
-    assert_eq!(report.failed, 0);
+    assert_eq!(with_dead.failed + baseline.failed, 0);
+    // Requests never wait on Vault; what could add latency is the transport trying the
+    // dead address on every call: it is tried once, then the live one is preferred.
     assert!(hits >= 1, "the dead address was never tried: the test proves nothing");
     assert!(hits <= 2, "the dead address is retried on every call ({hits} connections)");
 }
