@@ -131,6 +131,7 @@ pub(crate) fn spawn(auth: Auth, transport: Arc<Transport>, shutdown: Cancellatio
         rejected_rx,
         backoff: Backoff::new(Duration::from_millis(500), Duration::from_secs(30)),
         rejections: Backoff::new(Duration::from_millis(500), Duration::from_secs(60)),
+        verified: None,
     };
     tokio::spawn(async move {
         tokio::select! {
@@ -156,7 +157,14 @@ struct SessionTask {
     /// A policy that denies both a watched path and `lookup-self` makes every fresh
     /// token look revoked: this keeps that from turning into a login loop.
     rejections: Backoff,
+    /// The token generation a look-up last found alive, and when: further rejection
+    /// reports for it are ignored for [`VERIFIED_FOR`] (a path the policy denies would
+    /// otherwise cost one look-up per refresh).
+    verified: Option<(u64, Instant)>,
 }
+
+/// How long a look-up that found the token alive answers later rejection reports.
+const VERIFIED_FOR: Duration = Duration::from_secs(60);
 
 impl SessionTask {
     async fn run(mut self) {
@@ -246,12 +254,20 @@ impl SessionTask {
                 () = sleep_until_or_forever(at) => return next,
                 _ = ttl_tick.tick() => record_ttl_left(&lease),
                 Some(rejected) = self.rejected_rx.recv() => {
-                    if rejected == generation && self.token_is_gone().await {
-                        let delay = self.rejections.next_delay(&mut rand::rng());
-                        tracing::warn!(retry_in = ?delay, "vault no longer accepts the token (revoked or expired): logging in again");
-                        self.status_tx.send_modify(|s| s.logged_in = false);
-                        return State::LoginBackoff(Instant::now() + delay);
+                    let recently_verified = self
+                        .verified
+                        .is_some_and(|(g, at)| g == generation && at.elapsed() < VERIFIED_FOR);
+                    if rejected != generation || recently_verified {
+                        continue;
                     }
+                    if !self.token_is_gone().await {
+                        self.verified = Some((generation, Instant::now()));
+                        continue;
+                    }
+                    let delay = self.rejections.next_delay(&mut rand::rng());
+                    tracing::warn!(retry_in = ?delay, "vault no longer accepts the token (revoked or expired): logging in again");
+                    self.status_tx.send_modify(|s| s.logged_in = false);
+                    return State::LoginBackoff(Instant::now() + delay);
                 }
             }
         }
@@ -289,11 +305,17 @@ impl SessionTask {
                 record_ttl_left(&renewed);
                 State::Holding(renewed)
             }
-            Err(e) if !e.is_transient() && self.auth.can_relogin() => {
+            Err(e) if !e.is_transient() => {
                 metrics::counter!("vault_token_renewals_total", "outcome" => "refused").increment(1);
                 tracing::warn!(error = %e, "vault refused to renew the token: logging in again");
                 self.record_error(&e);
-                State::LoggingIn
+                self.status_tx.send_modify(|s| s.logged_in = false);
+                if self.auth.can_relogin() {
+                    State::LoggingIn
+                } else {
+                    // A static token: "logging in" looks it up again, with backoff.
+                    State::LoginBackoff(Instant::now() + self.backoff.next_delay(&mut rand::rng()))
+                }
             }
             Err(e) => {
                 metrics::counter!("vault_token_renewals_total", "outcome" => "error").increment(1);

@@ -111,3 +111,24 @@ async fn a_secret_with_the_wrong_shape_is_reported_without_its_values() {
     let logs = crate::helpers::captured_logs();
     assert!(!logs.contains("987654321") && !logs.contains("not-a-port"), "a secret value reached the log");
 }
+
+#[tokio::test]
+async fn a_cached_secret_deleted_in_vault_becomes_404_then_returns() {
+    let app = Fixture::new().await.spawn_app_with(|c| c.refresh_interval = Duration::from_millis(300)).await;
+    app.wait_ready(READY).await;
+    let f = &app.fixture;
+    // Soft-delete the current version of app/api: its metadata stays, its data is gone.
+    f.vault.admin_ok(Method::DELETE, &format!("{}/data/app/api", f.mount), None).await;
+    let body = poll(Duration::from_secs(5), || async {
+        let (status, body) = app.get("/api/config").await;
+        (status == 404).then_some(body.clone()).ok_or(body)
+    })
+    .await
+    .expect("the deleted secret is no longer served");
+    assert_eq!(body["error"], "secret_not_found");
+    assert_eq!(app.get("/ready").await.0, 503);
+    f.put("app/api", json!({ "endpoint": "https://api.test.internal", "api_key": f.api_key })).await;
+    app.wait_ready(Duration::from_secs(5)).await;
+    let (status, body) = app.get("/api/config").await;
+    assert_eq!((status, body["version"].as_u64()), (200, Some(2)), "{body}");
+}
