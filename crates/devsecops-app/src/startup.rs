@@ -33,7 +33,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
     /// The Vault client settings are unusable (bad address, bad CA file...).
-    #[error("vault client: {0}")]
+    #[error("vault settings (VAULT_ADDR, VAULT_CACERT, VAULT_CLIENT_CERT/KEY): {0}")]
     Vault(#[from] vault_secrets::Error),
     /// The listen address cannot be bound.
     #[error("cannot listen on {addr}: {source}")]
@@ -131,19 +131,21 @@ pub fn router(state: AppState) -> Router {
             tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
         })
         .on_response(DefaultOnResponse::new().level(Level::INFO));
+    // Outermost first: every response, the middleware's own errors included, gets the
+    // security headers and the request id.
     let middleware = ServiceBuilder::new()
+        .layer(header_layer(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .layer(header_layer(header::X_FRAME_OPTIONS, "DENY"))
+        .layer(header_layer(header::CACHE_CONTROL, "no-store"))
+        .layer(header_layer(header::CONTENT_SECURITY_POLICY, "default-src 'none'; frame-ancestors 'none'"))
+        .layer(header_layer(header::REFERRER_POLICY, "no-referrer"))
         .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
         .layer(trace)
         .layer(PropagateRequestIdLayer::new(request_id))
         .layer(axum::middleware::map_response(crate::error::json_errors))
         .layer(CatchPanicLayer::custom(|_| ApiError::Internal.into_response()))
         .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
-        .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT))
-        .layer(header_layer(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
-        .layer(header_layer(header::X_FRAME_OPTIONS, "DENY"))
-        .layer(header_layer(header::CACHE_CONTROL, "no-store"))
-        .layer(header_layer(header::CONTENT_SECURITY_POLICY, "default-src 'none'; frame-ancestors 'none'"))
-        .layer(header_layer(header::REFERRER_POLICY, "no-referrer"));
+        .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT));
     Router::new()
         .route("/health", get(routes::health))
         .route("/ready", get(routes::ready))

@@ -18,7 +18,7 @@ use crate::backoff::Backoff;
 use crate::client::Transport;
 use crate::error::{Error, Result};
 use crate::kv::{self, KvPath};
-use crate::renewal::TokenSlot;
+use crate::renewal::{Rejection, TokenSlot};
 
 /// Default interval between two checks of a secret's version.
 pub const DEFAULT_REFRESH: Duration = Duration::from_secs(30);
@@ -242,7 +242,7 @@ pub struct KvWatch<T> {
 pub(crate) struct RefreshContext {
     pub transport: Arc<Transport>,
     pub token: watch::Receiver<TokenSlot>,
-    pub rejected: mpsc::Sender<u64>,
+    pub rejected: mpsc::Sender<Rejection>,
     pub shutdown: CancellationToken,
     pub registry: Arc<Registry>,
     pub session: watch::Receiver<crate::renewal::SessionStatus>,
@@ -298,6 +298,8 @@ enum Fetched<T> {
     Unchanged,
     /// A new version.
     New(kv::Read<T>),
+    /// The same version read again for a fresh lease: replaces the value quietly.
+    Reread(kv::Read<T>),
 }
 
 /// The least time between two attempts of a refresh task, even when a new token arrives.
@@ -337,15 +339,22 @@ impl<T: DeserializeOwned + Send + Sync + 'static> Refresher<T> {
             let result = self.fetch(&token).await;
             if matches!(result, Err(Error::PermissionDenied { .. })) {
                 // Maybe the token was revoked: the session checks and logs in again.
-                let _ = self.ctx.rejected.try_send(slot.generation);
+                let _ = self.ctx.rejected.try_send(Rejection { generation: slot.generation, path: self.path.clone() });
             }
             let ok = self.publish(result);
-            let wait = if ok {
-                self.backoff.reset();
-                self.every.mul_f64(rand::rng().random_range(0.9..=1.1))
-            } else {
-                self.backoff.next_delay(&mut rand::rng()).min(self.every).max(RETRY_FLOOR)
-            };
+            let wait =
+                if ok {
+                    self.backoff.reset();
+                    let every = self.every.mul_f64(rand::rng().random_range(0.9..=1.1));
+                    // A leased value is read again at two thirds of what is left of its lease.
+                    let lease_left =
+                        self.tx.borrow().value.as_ref().and_then(|v| v.lease_ends).map(|end| {
+                            end.saturating_duration_since(Instant::now()).mul_f64(2.0 / 3.0).max(RETRY_FLOOR)
+                        });
+                    lease_left.map_or(every, |left| every.min(left))
+                } else {
+                    self.backoff.next_delay(&mut rand::rng()).min(self.every).max(RETRY_FLOOR)
+                };
             self.record_gauges();
             let mut token_rx = self.ctx.token.clone();
             let new_token = async { token_rx.wait_for(|s| s.generation != slot.generation).await.is_ok() };
@@ -366,15 +375,13 @@ impl<T: DeserializeOwned + Send + Sync + 'static> Refresher<T> {
             if slot.token.is_some() {
                 return Some(slot);
             }
+            let login_failed = session.borrow_and_update().last_error.is_some();
+            if login_failed {
+                self.publish(Err(Error::NotLoggedIn));
+            }
             tokio::select! {
                 changed = self.ctx.token.changed() => changed.ok()?,
-                changed = session.changed() => {
-                    changed.ok()?;
-                    let failed = session.borrow_and_update().last_error.is_some();
-                    if failed {
-                        self.publish(Err(Error::NotLoggedIn));
-                    }
-                }
+                changed = session.changed() => changed.ok()?,
             }
         }
     }
@@ -397,14 +404,14 @@ impl<T: DeserializeOwned + Send + Sync + 'static> Refresher<T> {
             Ok(_) => kv::read::<T>(transport, token, &self.at).await?,
             Err(Error::PermissionDenied { .. }) => {
                 let read = kv::read::<T>(transport, token, &self.at).await?;
-                if Some(read.version) == known && read.lease.is_none() {
+                if Some(read.version) == known && !lease_due {
                     return Ok(Fetched::Unchanged);
                 }
                 read
             }
             Err(e) => return Err(e),
         };
-        Ok(Fetched::New(read))
+        Ok(if Some(read.version) == known { Fetched::Reread(read) } else { Fetched::New(read) })
     }
 
     /// Publishes one attempt's result. Subscribers are woken for a new value, a removal,
@@ -419,7 +426,8 @@ impl<T: DeserializeOwned + Send + Sync + 'static> Refresher<T> {
         self.log_problem(problem.as_ref());
         let answered = problem.as_ref().is_none_or(|e| matches!(e, Error::NotFound { .. }));
         let mut new_version = None;
-        let generation = self.generation + 1;
+        let current_generation = self.generation;
+        let generation = current_generation + 1;
         let previous = self.tx.borrow().value.as_ref().map(|v| v.version);
         self.tx.send_if_modified(|entry| {
             let mut notify = !entry.attempted
@@ -438,6 +446,16 @@ impl<T: DeserializeOwned + Send + Sync + 'static> Refresher<T> {
                     }));
                     entry.confirmed_at = Some(now);
                     notify = true;
+                }
+                Some(Fetched::Reread(read)) => {
+                    entry.value = Some(Arc::new(Versioned {
+                        value: read.value,
+                        version: read.version,
+                        generation: current_generation,
+                        fetched_at: now,
+                        lease_ends: read.lease.map(|l| now + l),
+                    }));
+                    entry.confirmed_at = Some(now);
                 }
                 None if matches!(problem, Some(Error::NotFound { .. })) => {
                     notify |= entry.value.take().is_some();

@@ -177,6 +177,8 @@ impl Transport {
         }
         let message = vault_messages(&body);
         let path = call.path.to_owned();
+        // A sealed or standby node (503) and a rate limit (429) refuse before acting.
+        let reached = !matches!(status, StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS);
         let error = match status {
             StatusCode::FORBIDDEN => Error::PermissionDenied { path },
             StatusCode::NOT_FOUND => Error::NotFound { path },
@@ -185,7 +187,7 @@ impl Transport {
             }
             s => Error::Rejected { path, status: s.as_u16(), message },
         };
-        Err(Failure { error, reached: true })
+        Err(Failure { error, reached })
     }
 }
 

@@ -79,6 +79,14 @@ pub enum Error {
         category: &'static str,
     },
 
+    /// A login cannot succeed without the operator: a used or expired wrapped secret_id,
+    /// a wrapping token that holds something else.
+    #[error("cannot log in: {reason}")]
+    Login {
+        /// What is wrong and what to do.
+        reason: String,
+    },
+
     /// No value of this secret has been fetched yet.
     #[error("no value of {path} fetched from vault yet")]
     Pending {

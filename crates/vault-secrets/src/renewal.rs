@@ -4,6 +4,7 @@
 //! again when a renewal is refused, when the token's max TTL is near, or when a caller
 //! reports the token rejected and a look-up confirms it; every error backs off.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,6 +22,9 @@ use crate::error::Error;
 
 /// Share of the remaining TTL after which the token is renewed: a uniform draw in this range.
 pub(crate) const RENEW_AT: (f64, f64) = (0.6, 0.733);
+
+/// Least time between acting on a lease and its expiry, when the TTL is long enough.
+pub(crate) const EXPIRY_MARGIN: Duration = Duration::from_secs(2);
 
 /// The token held right now, as seen by every task that calls Vault.
 #[derive(Clone, Default)]
@@ -82,8 +86,12 @@ pub(crate) fn plan(lease: &Lease, can_relogin: bool, rng: &mut impl Rng) -> Plan
         return Plan::Hold;
     }
     let share = rng.random_range(RENEW_AT.0..=RENEW_AT.1);
-    let at = lease.obtained_at + lease.ttl.mul_f64(share);
-    let near_max_ttl = lease.ttl < lease.login_ttl / 3;
+    // At least `EXPIRY_MARGIN` before expiry when the TTL allows, at half of it otherwise:
+    // short tokens leave the calls in flight time to finish with the old token.
+    let margin = EXPIRY_MARGIN.min(lease.ttl / 2);
+    let at = lease.obtained_at + lease.ttl.mul_f64(share).min(lease.ttl - margin);
+    // A renewal that granted clearly less than the login did was capped by the max TTL.
+    let near_max_ttl = lease.ttl < lease.login_ttl.mul_f64(2.0 / 3.0);
     if can_relogin && (!lease.renewable || near_max_ttl) {
         Plan::ReloginAt(at)
     } else if lease.renewable {
@@ -110,12 +118,18 @@ enum State {
     RenewBackoff(Lease, Instant),
 }
 
+/// A 403 a refresh task got: with which token, on which secret.
+pub(crate) struct Rejection {
+    pub generation: u64,
+    pub path: String,
+}
+
 /// Handles to the session task, held by the [`crate::Vault`] handle.
 pub(crate) struct Session {
     pub token: watch::Receiver<TokenSlot>,
     pub status: watch::Receiver<SessionStatus>,
-    /// Callers send the generation of a token Vault answered 403 to.
-    pub rejected: mpsc::Sender<u64>,
+    /// Callers report a 403 from Vault.
+    pub rejected: mpsc::Sender<Rejection>,
 }
 
 /// Starts the session task; it ends when `shutdown` is cancelled.
@@ -131,7 +145,7 @@ pub(crate) fn spawn(auth: Auth, transport: Arc<Transport>, shutdown: Cancellatio
         rejected_rx,
         backoff: Backoff::new(Duration::from_millis(500), Duration::from_secs(30)),
         rejections: Backoff::new(Duration::from_millis(500), Duration::from_secs(60)),
-        verified: None,
+        verified: HashMap::new(),
     };
     tokio::spawn(async move {
         tokio::select! {
@@ -151,16 +165,17 @@ struct SessionTask {
     status_tx: watch::Sender<SessionStatus>,
     /// Receiver of rejection reports; senders: the refresh tasks. Never closes while the
     /// `Vault` handle lives.
-    rejected_rx: mpsc::Receiver<u64>,
+    rejected_rx: mpsc::Receiver<Rejection>,
     backoff: Backoff,
     /// Delays the re-logins caused by rejection reports; reset by a successful renewal.
     /// A policy that denies both a watched path and `lookup-self` makes every fresh
     /// token look revoked: this keeps that from turning into a login loop.
     rejections: Backoff,
-    /// The token generation a look-up last found alive, and when: further rejection
-    /// reports for it are ignored for [`VERIFIED_FOR`] (a path the policy denies would
-    /// otherwise cost one look-up per refresh).
-    verified: Option<(u64, Instant)>,
+    /// Per secret path: the token generation a look-up found alive after a 403 there,
+    /// and when. Further reports for that path and token are ignored for
+    /// [`VERIFIED_FOR`] (a path the policy denies would otherwise cost one look-up per
+    /// refresh); a 403 on any other path is looked into at once.
+    verified: HashMap<String, (u64, Instant)>,
 }
 
 /// How long a look-up that found the token alive answers later rejection reports.
@@ -173,16 +188,31 @@ impl SessionTask {
             state = match state {
                 State::LoggingIn => self.login().await,
                 State::LoginBackoff(until) => {
-                    tokio::time::sleep_until(until).await;
+                    self.wait_recording_ttl(until).await;
                     State::LoggingIn
                 }
                 State::Holding(lease) => self.hold(lease).await,
                 State::Renewing(lease) => self.renew(lease).await,
                 State::RenewBackoff(lease, until) => {
-                    tokio::time::sleep_until(until).await;
+                    self.wait_recording_ttl(until).await;
                     State::Renewing(lease)
                 }
             };
+        }
+    }
+
+    /// Sleeps until `until`, keeping the TTL-left gauge current (it reaches 0 when the
+    /// token held expires during an outage).
+    async fn wait_recording_ttl(&self, until: Instant) {
+        loop {
+            let expires_at = self.status_tx.borrow().expires_at;
+            let left = expires_at.map_or(Duration::ZERO, |end| end.saturating_duration_since(Instant::now()));
+            metrics::gauge!("vault_token_ttl_seconds").set(left.as_secs_f64());
+            let step = Instant::now() + Duration::from_secs(15);
+            if step >= until {
+                return tokio::time::sleep_until(until).await;
+            }
+            tokio::time::sleep_until(step).await;
         }
     }
 
@@ -256,17 +286,22 @@ impl SessionTask {
                 Some(rejected) = self.rejected_rx.recv() => {
                     let recently_verified = self
                         .verified
-                        .is_some_and(|(g, at)| g == generation && at.elapsed() < VERIFIED_FOR);
-                    if rejected != generation || recently_verified {
+                        .get(&rejected.path)
+                        .is_some_and(|&(g, at)| g == generation && at.elapsed() < VERIFIED_FOR);
+                    if rejected.generation != generation || recently_verified {
                         continue;
                     }
                     if !self.token_is_gone().await {
-                        self.verified = Some((generation, Instant::now()));
+                        self.verified.insert(rejected.path, (generation, Instant::now()));
                         continue;
                     }
                     let delay = self.rejections.next_delay(&mut rand::rng());
                     tracing::warn!(retry_in = ?delay, "vault no longer accepts the token (revoked or expired): logging in again");
-                    self.status_tx.send_modify(|s| s.logged_in = false);
+                    self.status_tx.send_modify(|s| {
+                        s.logged_in = false;
+                        s.expires_at = None;
+                        s.last_error = Some("vault no longer accepts the token (revoked or expired)".into());
+                    });
                     return State::LoginBackoff(Instant::now() + delay);
                 }
             }
@@ -309,7 +344,10 @@ impl SessionTask {
                 metrics::counter!("vault_token_renewals_total", "outcome" => "refused").increment(1);
                 tracing::warn!(error = %e, "vault refused to renew the token: logging in again");
                 self.record_error(&e);
-                self.status_tx.send_modify(|s| s.logged_in = false);
+                self.status_tx.send_modify(|s| {
+                    s.logged_in = false;
+                    s.expires_at = None;
+                });
                 if self.auth.can_relogin() {
                     State::LoggingIn
                 } else {
@@ -391,6 +429,8 @@ mod tests {
     async fn logs_in_again_when_the_max_ttl_is_near() {
         let mut rng = StdRng::seed_from_u64(5);
         assert!(matches!(plan(&lease(900, 3600, true), true, &mut rng), Plan::ReloginAt(_)));
+        assert!(matches!(plan(&lease(2000, 3600, true), true, &mut rng), Plan::ReloginAt(_)));
+        assert!(matches!(plan(&lease(3000, 3600, true), true, &mut rng), Plan::RenewAt(_)));
         assert!(matches!(plan(&lease(3600, 3600, false), true, &mut rng), Plan::ReloginAt(_)));
         // A static token cannot log in again: renew while it can, then hold.
         assert!(matches!(plan(&lease(900, 3600, true), false, &mut rng), Plan::RenewAt(_)));
@@ -429,6 +469,19 @@ mod tests {
         assert!(attempts <= floor_bound, "{attempts} attempts in 10 minutes: a hot loop");
         assert!(attempts <= 150, "{attempts} attempts: the backoff does not grow");
         assert!(!status.logged_in && status.last_error.is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn short_tokens_are_acted_on_well_before_expiry() {
+        let mut rng = StdRng::seed_from_u64(8);
+        for (ttl, latest) in [(4, 2.0), (3, 1.5), (10, 7.33)] {
+            let l = lease(ttl, 3600, true);
+            for _ in 0..100 {
+                let (Plan::RenewAt(at) | Plan::ReloginAt(at)) = plan(&l, true, &mut rng) else { panic!("no action") };
+                let secs = (at - l.obtained_at).as_secs_f64();
+                assert!(secs <= latest + 1e-6, "ttl {ttl} s: acts after {secs} s, later than {latest} s");
+            }
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -58,6 +58,7 @@ async fn unknown_route_and_wrong_method_get_json_errors() {
     assert_eq!((status, body["error"].as_str()), (405, Some("method_not_allowed")), "{body}");
     let big = app.http.post(format!("{}/api/secret", app.base)).body(vec![b'x'; 100 * 1024]).send().await.unwrap();
     assert_eq!(big.status(), 413);
+    assert_eq!(big.headers()["x-content-type-options"], "nosniff", "the middleware's own errors carry the headers");
     let body: serde_json::Value = big.json().await.expect("413 body is JSON");
     assert_eq!(body["error"], "payload_too_large", "{body}");
 }

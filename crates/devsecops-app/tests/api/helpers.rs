@@ -336,55 +336,50 @@ where
     }
 }
 
-/// A loopback TCP relay in front of the real OpenBao: closed until `open` is called, so
-/// a test can make "Vault" unreachable and reachable again without stopping the server.
+/// A loopback TCP relay in front of the real OpenBao. Its port stays bound for the whole
+/// test (no other process can take it); while "closed" it accepts each connection and
+/// drops it at once, which a client sees as Vault being unreachable.
 pub struct Relay {
     pub addr: String,
-    port: u16,
-    target: String,
-    /// Cancelled by `close`: ends the accept loop and every relayed connection.
-    open: std::sync::Mutex<Option<tokio_util::sync::CancellationToken>>,
+    /// Replaced by `open`/`close`: while `Some`, connections are relayed; cancelling it
+    /// cuts the relayed ones.
+    relaying: Arc<Mutex<Option<tokio_util::sync::CancellationToken>>>,
 }
 
 impl Relay {
-    /// Reserves a free port and keeps it closed (connections are refused).
-    pub fn closed(target_addr: &str) -> Self {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let port = listener.local_addr().unwrap().port();
-        drop(listener);
+    /// Binds a free port, closed.
+    pub async fn closed(target_addr: &str) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = format!("https://{}", listener.local_addr().unwrap());
         let target = target_addr.trim_start_matches("https://").to_owned();
-        Self { addr: format!("https://127.0.0.1:{port}"), port, target, open: Default::default() }
-    }
-
-    /// Starts relaying to the real server.
-    pub async fn open(&self) {
-        let listener = TcpListener::bind(("127.0.0.1", self.port)).await.expect("bind the reserved port");
-        let stop = tokio_util::sync::CancellationToken::new();
-        *self.open.lock().unwrap() = Some(stop.clone());
-        let target = self.target.clone();
+        let relaying: Arc<Mutex<Option<tokio_util::sync::CancellationToken>>> = Arc::default();
+        let state = relaying.clone();
         tokio::spawn(async move {
-            loop {
-                let (mut inbound, _) = tokio::select! {
-                    accepted = listener.accept() => match accepted { Ok(a) => a, Err(_) => return },
-                    () = stop.cancelled() => return,
-                };
-                let (target, stop) = (target.clone(), stop.clone());
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let Some(cut) = state.lock().unwrap().clone() else { continue };
+                let target = target.clone();
                 tokio::spawn(async move {
                     if let Ok(mut outbound) = TcpStream::connect(&target).await {
                         tokio::select! {
                             _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                            () = stop.cancelled() => {}
+                            () = cut.cancelled() => {}
                         }
                     }
                 });
             }
         });
+        Self { addr, relaying }
     }
 
-    /// Cuts every connection and refuses new ones.
+    /// Starts relaying to the real server.
+    pub fn open(&self) {
+        *self.relaying.lock().unwrap() = Some(tokio_util::sync::CancellationToken::new());
+    }
+
+    /// Cuts every relayed connection and drops new ones.
     pub fn close(&self) {
-        if let Some(stop) = self.open.lock().unwrap().take() {
-            stop.cancel();
+        if let Some(cut) = self.relaying.lock().unwrap().take() {
+            cut.cancel();
         }
     }
 }

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use reqwest::Method;
+use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 
 use crate::helpers::{Fixture, poll};
@@ -136,4 +137,28 @@ path "sys/capabilities-self" {{ capabilities = ["update"] }}"#,
         .filter(|l| l.contains("lacks a capability") && l.contains(&metadata))
         .count();
     assert_eq!(logged, 1, "the missing capability must be logged exactly once");
+}
+
+#[tokio::test]
+async fn a_wrapped_secret_id_already_used_is_a_clear_error() {
+    let fixture = Fixture::new().await;
+    let mut config = fixture.config().await;
+    // Someone unwrapped it before the app: the app must say so, not retry blindly.
+    let devsecops_app::configuration::Login::AppRole { secret_id, .. } = &config.login else { unreachable!() };
+    let (status, _) = fixture.vault.call(secret_id.expose_secret(), Method::POST, "sys/wrapping/unwrap", None).await;
+    assert_eq!(status, 200);
+    config.refresh_interval = Duration::from_millis(500);
+    let app = crate::helpers::TestApp::spawn(fixture, config).await;
+    let body = poll(Duration::from_secs(10), || async {
+        let (_, body) = app.get("/ready").await;
+        body["vault"]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("already used"))
+            .then_some(body.clone())
+            .ok_or(body)
+    })
+    .await
+    .expect("/ready names the used wrapping token");
+    assert_eq!(body["status"], "not_ready");
+    app.assert_no_secret_logged();
 }

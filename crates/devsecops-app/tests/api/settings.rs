@@ -55,6 +55,15 @@ fn an_invalid_value_exits_2_and_names_the_setting() {
 }
 
 #[test]
+fn an_address_with_credentials_is_refused_without_echoing_them() {
+    let (code, text) =
+        run(app().env("VAULT_TOKEN", "dev-only-token").env("VAULT_ADDR", "https://u:hunter2@127.0.0.1:8200"));
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("VAULT_ADDR") && text.contains("credentials"), "{text}");
+    assert!(!text.contains("hunter2"), "the password was echoed: {text}");
+}
+
+#[test]
 fn no_login_method_is_a_clear_error() {
     let (code, text) = run(&mut app());
     assert_eq!(code, 2, "{text}");

@@ -7,7 +7,7 @@ use crate::helpers::{Fixture, Relay, poll};
 #[tokio::test]
 async fn the_app_starts_without_vault_and_serves_once_vault_is_up() {
     let fixture = Fixture::new().await;
-    let relay = Relay::closed(&fixture.vault.addr);
+    let relay = Relay::closed(&fixture.vault.addr).await;
     let app = fixture.spawn_app_with(|c| c.vault_addresses = vec![relay.addr.clone()]).await;
 
     let (status, body) = app.get("/health").await;
@@ -17,7 +17,7 @@ async fn the_app_starts_without_vault_and_serves_once_vault_is_up() {
     let (status, body) = app.get("/api/secret").await;
     assert_eq!((status, body["error"].as_str()), (503, Some("vault_unavailable")), "{body}");
 
-    relay.open().await;
+    relay.open();
     // Login backoff is capped at 30 s; in practice the next attempt comes within seconds.
     app.wait_ready(Duration::from_secs(45)).await;
     let body = poll(Duration::from_secs(5), || async {
@@ -33,8 +33,8 @@ async fn the_app_starts_without_vault_and_serves_once_vault_is_up() {
 #[tokio::test]
 async fn cached_values_are_served_through_an_outage_until_max_stale_then_503() {
     let fixture = Fixture::new().await;
-    let relay = Relay::closed(&fixture.vault.addr);
-    relay.open().await;
+    let relay = Relay::closed(&fixture.vault.addr).await;
+    relay.open();
     let app = fixture
         .spawn_app_with(|c| {
             c.vault_addresses = vec![relay.addr.clone()];
@@ -63,7 +63,7 @@ async fn cached_values_are_served_through_an_outage_until_max_stale_then_503() {
     assert_eq!(status, 503, "{ready}");
     assert_eq!(app.get("/health").await.0, 200);
 
-    relay.open().await;
+    relay.open();
     let back = tokio::time::Instant::now();
     app.wait_ready(Duration::from_secs(20)).await;
     eprintln!(
@@ -74,6 +74,8 @@ async fn cached_values_are_served_through_an_outage_until_max_stale_then_503() {
         .lines()
         .filter(|l| l.contains("cannot refresh secret") && l.contains(&app.fixture.mount))
         .count();
-    assert!(warnings <= 4, "{warnings} warnings for one outage of two secrets: one per change expected");
+    // One per change of error text: a cut in the middle of a request reads differently
+    // from the refusals after it, so up to three per secret.
+    assert!(warnings <= 6, "{warnings} warnings for one outage of two secrets: one per change expected");
     app.assert_no_secret_logged();
 }

@@ -6,7 +6,7 @@ use serde_json::json;
 
 use super::{AuthAnswer, Login};
 use crate::client::{Call, Transport};
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// AppRole credentials.
 ///
@@ -64,7 +64,20 @@ impl AppRole {
 }
 
 /// Unwraps a response-wrapped secret_id; the wrapping token is single-use.
+///
+/// The token is looked up first (an idempotent call): an already used or expired token,
+/// or one that does not wrap an AppRole secret_id, is refused with a clear error before
+/// anything is consumed. The unwrap itself is never sent twice once it may have reached
+/// Vault.
 async fn unwrap_secret_id(transport: &Transport, wrapping_token: &SecretString) -> Result<SecretString> {
+    #[derive(Deserialize)]
+    struct Lookup {
+        data: LookupData,
+    }
+    #[derive(Deserialize)]
+    struct LookupData {
+        creation_path: String,
+    }
     #[derive(Deserialize)]
     struct Unwrapped {
         data: Data,
@@ -73,8 +86,20 @@ async fn unwrap_secret_id(transport: &Transport, wrapping_token: &SecretString) 
     struct Data {
         secret_id: SecretString,
     }
+    let body = json!({ "token": wrapping_token.expose_secret() });
+    let lookup: Lookup =
+        transport.json(Call::post("unwrap_lookup", "sys/wrapping/lookup", None, &body)).await.map_err(|e| match e {
+            Error::Rejected { .. } => Error::Login {
+                reason: "the wrapped secret_id was already used or has expired: deliver a fresh one".into(),
+            },
+            e => e,
+        })?;
+    if !lookup.data.creation_path.ends_with("/secret-id") {
+        return Err(Error::Login {
+            reason: format!("the wrapping token holds {}, not an AppRole secret_id", lookup.data.creation_path),
+        });
+    }
     let body = json!({});
-    // Single use: a wrapping token that may have reached Vault is never sent again.
     let call = Call::post("unwrap", "sys/wrapping/unwrap", Some(wrapping_token), &body).single_use();
     let unwrapped: Unwrapped = transport.json(call).await?;
     Ok(unwrapped.data.secret_id)
