@@ -33,7 +33,8 @@
 //!
 //! - **Login** happens in the background right after [`VaultBuilder::build`]; if Vault is
 //!   down, it is retried with exponential backoff (full jitter above a floor, capped).
-//! - **Renewal**: the token is renewed at 60–73 % of its remaining TTL. When Vault refuses
+//! - **Renewal**: the token is renewed at 60–73 % of its remaining TTL, and at least 2 s
+//!   before it expires. When Vault refuses
 //!   a renewal, or the granted TTL shows the max TTL is near, the session logs in again
 //!   while the old token still works.
 //! - **AppRole re-login** reuses the secret_id unwrapped at the first login: give the role
