@@ -199,6 +199,23 @@ _require_bao() {
 }
 
 # make_ca <cert.pem> <key.pem> <common name>: a self-signed EC P-256 CA, valid 10 years.
+# bao_client_cert <dir>: a client certificate signed by <dir>/tls/ca.pem, for TLS client
+# authentication (<dir>/tls/client.pem and client-key.pem).
+bao_client_cert() {
+    local tls
+    tls="$(_abs_dir "$1")/tls"
+    (
+        umask 077
+        printf 'extendedKeyUsage = clientAuth\nbasicConstraints = critical, CA:FALSE\n' >"${tls}/client.ext"
+        openssl req -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:P-256 \
+            -keyout "${tls}/client-key.pem" -out "${tls}/client.csr" -subj "/CN=devsecops-app" 2>/dev/null
+        openssl x509 -req -in "${tls}/client.csr" -CA "${tls}/ca.pem" -CAkey "${tls}/ca-key.pem" \
+            -set_serial "0x$(openssl rand -hex 16)" -days 30 -sha256 \
+            -extfile "${tls}/client.ext" -out "${tls}/client.pem" 2>/dev/null
+    ) || die "openssl could not create the client certificate in ${tls}"
+    rm -f "${tls}/client.csr" "${tls}/client.ext"
+}
+
 make_ca() {
     local cert="$1" key="$2" cn="$3"
     (
@@ -254,9 +271,9 @@ EOF
 # bao_config <dir> <api_port> <cluster_port>: writes <dir>/bao/config.hcl (server mode, raft
 # storage, TLS listener on 127.0.0.1, file audit device) and <dir>/bao/addr.
 bao_config() {
-    local dir="$1" api_port="$2" cluster_port="$3"
-    [[ "${api_port}" =~ ^[0-9]+$ && "${cluster_port}" =~ ^[0-9]+$ ]] ||
-        die "bao_config: ports must be numbers (got '${api_port}' '${cluster_port}')"
+    local dir="$1" api_port="$2" cluster_port="$3" mtls_port="${4:-}"
+    [[ "${api_port}" =~ ^[0-9]+$ && "${cluster_port}" =~ ^[0-9]+$ && "${mtls_port}" =~ ^[0-9]*$ ]] ||
+        die "bao_config: ports must be numbers (got '${api_port}' '${cluster_port}' '${mtls_port}')"
     dir="$(_abs_dir "${dir}")"
     [[ "${dir}" != *[\"\\]* ]] || die "the state directory path must not contain quotes or backslashes: ${dir}"
     mkdir -p "${dir}/bao/data" "${dir}/logs" "${dir}/pids"
@@ -288,6 +305,20 @@ audit "file" "file" {
   }
 }
 EOF
+    if [[ -n "${mtls_port}" ]]; then
+        cat >>"${dir}/bao/config.hcl" <<EOF
+
+# A second listener that requires a client certificate signed by the same CA.
+listener "tcp" {
+  address                            = "127.0.0.1:${mtls_port}"
+  tls_cert_file                      = "${dir}/tls/server.pem"
+  tls_key_file                       = "${dir}/tls/server-key.pem"
+  tls_min_version                    = "tls12"
+  tls_require_and_verify_client_cert = true
+  tls_client_ca_file                 = "${dir}/tls/ca.pem"
+}
+EOF
+    fi
     printf 'https://127.0.0.1:%s\n' "${api_port}" >"${dir}/bao/addr"
 }
 

@@ -25,6 +25,8 @@ The tests get, in their environment:
   TEST_WRONG_CACERT   an unrelated CA (for TLS failure tests)
   TEST_BAO_BIN        absolute path of the bao binary (for tests that run their own server)
   TEST_BAO_DIR        the state directory of the shared server
+  TEST_BAO_MTLS_ADDR  a second listener of that server that requires a client certificate
+  TEST_CLIENT_CERT    a client certificate (and TEST_CLIENT_KEY its key) it accepts
 AppRole auth is enabled at approle/; tests create their own mounts, policies and roles.
 
 Examples:
@@ -72,12 +74,13 @@ step "Preparing ${TEST_DIR}"
 rm -rf "${TEST_DIR}"
 mkdir -p "${TEST_DIR}"
 
-mapfile -t ports < <(free_ports 2)
-((${#ports[@]} == 2)) || die "could not find two free ports"
+mapfile -t ports < <(free_ports 3)
+((${#ports[@]} == 3)) || die "could not find three free ports"
 
 bao_tls "${TEST_DIR}"
 make_ca "${TEST_DIR}/wrong-ca.pem" "${TEST_DIR}/wrong-ca-key.pem" "unrelated test CA"
-bao_config "${TEST_DIR}" "${ports[0]}" "${ports[1]}"
+bao_client_cert "${TEST_DIR}"
+bao_config "${TEST_DIR}" "${ports[0]}" "${ports[1]}" "${ports[2]}"
 bao_start "${TEST_DIR}"
 bao_init_unseal "${TEST_DIR}"
 bao_ensure_auth "${TEST_DIR}" approle approle
@@ -90,6 +93,9 @@ export TEST_BAO_AUDIT_LOG="${TEST_DIR}/logs/audit.log"
 export TEST_WRONG_CACERT="${TEST_DIR}/wrong-ca.pem"
 export TEST_BAO_BIN="${BAO_BIN}"
 export TEST_BAO_DIR="${TEST_DIR}"
+export TEST_BAO_MTLS_ADDR="https://127.0.0.1:${ports[2]}"
+export TEST_CLIENT_CERT="${TEST_DIR}/tls/client.pem"
+export TEST_CLIENT_KEY="${TEST_DIR}/tls/client-key.pem"
 # The tests must only see the servers they are given.
 unset VAULT_TOKEN BAO_TOKEN VAULT_ADDR BAO_ADDR VAULT_CACERT BAO_CACERT
 

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use reqwest::Method;
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 
 use crate::helpers::{Fixture, poll};
@@ -161,4 +161,30 @@ async fn a_wrapped_secret_id_already_used_is_a_clear_error() {
     .expect("/ready names the used wrapping token");
     assert_eq!(body["status"], "not_ready");
     app.assert_no_secret_logged();
+}
+
+#[tokio::test]
+async fn a_client_certificate_is_presented_when_vault_requires_one() {
+    let env = |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run `make test`"));
+    let mtls = env("TEST_BAO_MTLS_ADDR");
+    let pem = |name: &str| std::fs::read_to_string(env(name)).expect("read the client certificate");
+    let identity = SecretString::from(format!("{}\n{}", pem("TEST_CLIENT_CERT"), pem("TEST_CLIENT_KEY")));
+    let with = Fixture::new()
+        .await
+        .spawn_app_with(|c| {
+            c.vault_addresses = vec![mtls.clone()];
+            c.vault_client_identity = Some(identity);
+        })
+        .await;
+    let without = Fixture::new().await.spawn_app_with(|c| c.vault_addresses = vec![mtls.clone()]).await;
+    with.wait_ready(Duration::from_secs(20)).await;
+    assert_eq!(with.get("/api/secret").await.0, 200);
+    let body = poll(Duration::from_secs(10), || async {
+        let (_, body) = without.get("/ready").await;
+        body["vault"]["last_error"].as_str().is_some().then_some(body.clone()).ok_or(body)
+    })
+    .await
+    .expect("the listener refuses a client without a certificate");
+    eprintln!("without a client certificate: {}", body["vault"]["last_error"]);
+    assert_eq!(without.get("/ready").await.0, 503);
 }
