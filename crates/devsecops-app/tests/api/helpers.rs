@@ -164,6 +164,13 @@ impl Fixture {
         }
     }
 
+    /// Replaces the app's policy; `MOUNT` in `hcl` stands for this fixture's KV mount.
+    pub async fn set_policy(&self, hcl: &str) {
+        let hcl = hcl.replace("MOUNT", &self.mount);
+        let path = format!("sys/policies/acl/{}", self.policy);
+        self.vault.admin_ok(reqwest::Method::PUT, &path, Some(json!({ "policy": hcl }))).await;
+    }
+
     pub async fn put(&self, path: &str, data: Value) {
         self.vault
             .admin_ok(reqwest::Method::POST, &format!("{}/data/{path}", self.mount), Some(json!({ "data": data })))
@@ -291,6 +298,20 @@ impl TestApp {
         if let Err(last) = body {
             panic!("app not ready after {deadline:?}: {last}");
         }
+    }
+
+    /// Polls `/ready` until the session's last error contains `needle` (any error for
+    /// ""); returns that error. Panics with the last answer after 10 s.
+    pub async fn wait_session_error(&self, needle: &str) -> String {
+        let found = poll(Duration::from_secs(10), || async {
+            let (_, body) = self.get("/ready").await;
+            match body["vault"]["last_error"].as_str() {
+                Some(e) if e.contains(needle) => Ok(e.to_owned()),
+                _ => Err(body),
+            }
+        })
+        .await;
+        found.unwrap_or_else(|last| panic!("no session error containing {needle:?}: {last}"))
     }
 
     /// Writes a new version of `app/database` with `host`, and waits (up to `deadline`)

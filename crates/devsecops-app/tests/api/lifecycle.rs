@@ -214,15 +214,12 @@ async fn vault_calls_logins_and_cache_reads_are_recorded_as_metrics() {
 async fn a_policy_that_hides_the_token_from_itself_causes_no_login_loop() {
     // Denied on app/api and on lookup-self: every 403 looks like a revoked token.
     let fixture = Fixture::new().await;
-    let hcl = format!(
-        r#"path "{m}/data/app/database" {{ capabilities = ["read"] }}
-path "{m}/metadata/app/database" {{ capabilities = ["read"] }}
-path "auth/token/renew-self" {{ capabilities = ["update"] }}"#,
-        m = fixture.mount
-    );
     fixture
-        .vault
-        .admin_ok(Method::PUT, &format!("sys/policies/acl/{}", fixture.policy), Some(json!({ "policy": hcl })))
+        .set_policy(
+            r#"path "MOUNT/data/app/database" { capabilities = ["read"] }
+path "MOUNT/metadata/app/database" { capabilities = ["read"] }
+path "auth/token/renew-self" { capabilities = ["update"] }"#,
+        )
         .await;
     let app = fixture.spawn_app_with(|c| c.refresh_interval = Duration::from_millis(200)).await;
     let window = Duration::from_secs(20);

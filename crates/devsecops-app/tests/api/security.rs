@@ -59,17 +59,7 @@ async fn a_wrong_ca_certificate_gives_a_clear_tls_error_and_not_ready() {
     let fixture = Fixture::new().await;
     let wrong_ca = std::fs::read(&fixture.vault.wrong_ca_file).expect("wrong CA");
     let app = fixture.spawn_app_with(|c| c.vault_ca_pem = Some(wrong_ca)).await;
-    let body = poll(Duration::from_secs(10), || async {
-        let (_, body) = app.get("/ready").await;
-        body["vault"]["last_error"]
-            .as_str()
-            .is_some_and(|e| e.contains("tls error"))
-            .then_some(body.clone())
-            .ok_or(body)
-    })
-    .await
-    .expect("the TLS failure is reported");
-    let error = body["vault"]["last_error"].as_str().unwrap();
+    let error = app.wait_session_error("tls error").await;
     assert!(error.contains("certificate"), "{error}");
     assert_eq!(app.get("/ready").await.0, 503);
     let (status, body) = app.get("/api/secret").await;
@@ -113,16 +103,13 @@ async fn the_documented_sample_values_never_reach_the_log() {
 async fn a_missing_capability_is_logged_once_and_shown_in_ready() {
     let fixture = Fixture::new().await;
     // The seed's policy: data only, no metadata, so versions cannot be checked cheaply.
-    let hcl = format!(
-        r#"path "{m}/data/app/*" {{ capabilities = ["read", "list"] }}
-path "auth/token/lookup-self" {{ capabilities = ["read"] }}
-path "auth/token/renew-self" {{ capabilities = ["update"] }}
-path "sys/capabilities-self" {{ capabilities = ["update"] }}"#,
-        m = fixture.mount
-    );
     fixture
-        .vault
-        .admin_ok(Method::PUT, &format!("sys/policies/acl/{}", fixture.policy), Some(json!({ "policy": hcl })))
+        .set_policy(
+            r#"path "MOUNT/data/app/*" { capabilities = ["read", "list"] }
+path "auth/token/lookup-self" { capabilities = ["read"] }
+path "auth/token/renew-self" { capabilities = ["update"] }
+path "sys/capabilities-self" { capabilities = ["update"] }"#,
+        )
         .await;
     let app = fixture.spawn_app().await;
     // Reading the data still works: the library falls back from metadata to data reads.
@@ -149,17 +136,8 @@ async fn a_wrapped_secret_id_already_used_is_a_clear_error() {
     assert_eq!(status, 200);
     config.refresh_interval = Duration::from_millis(500);
     let app = crate::helpers::TestApp::spawn(fixture, config).await;
-    let body = poll(Duration::from_secs(10), || async {
-        let (_, body) = app.get("/ready").await;
-        body["vault"]["last_error"]
-            .as_str()
-            .is_some_and(|e| e.contains("already used"))
-            .then_some(body.clone())
-            .ok_or(body)
-    })
-    .await
-    .expect("/ready names the used wrapping token");
-    assert_eq!(body["status"], "not_ready");
+    app.wait_session_error("already used").await;
+    assert_eq!(app.get("/ready").await.0, 503);
     app.assert_no_secret_logged();
 }
 
@@ -179,12 +157,7 @@ async fn a_client_certificate_is_presented_when_vault_requires_one() {
     let without = Fixture::new().await.spawn_app_with(|c| c.vault_addresses = vec![mtls.clone()]).await;
     with.wait_ready(Duration::from_secs(20)).await;
     assert_eq!(with.get("/api/secret").await.0, 200);
-    let body = poll(Duration::from_secs(10), || async {
-        let (_, body) = without.get("/ready").await;
-        body["vault"]["last_error"].as_str().is_some().then_some(body.clone()).ok_or(body)
-    })
-    .await
-    .expect("the listener refuses a client without a certificate");
-    eprintln!("without a client certificate: {}", body["vault"]["last_error"]);
+    let error = without.wait_session_error("").await;
+    eprintln!("without a client certificate: {error}");
     assert_eq!(without.get("/ready").await.0, 503);
 }
