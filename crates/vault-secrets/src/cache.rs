@@ -47,6 +47,11 @@ impl<T> std::fmt::Debug for Versioned<T> {
 }
 
 impl<T> Versioned<T> {
+    fn from_read(read: kv::Read<T>, generation: u64, now: Instant) -> Arc<Self> {
+        let lease_ends = read.lease.map(|l| now + l);
+        Arc::new(Self { value: read.value, version: read.version, generation, fetched_at: now, lease_ends })
+    }
+
     /// The value.
     pub fn value(&self) -> &T {
         &self.value
@@ -342,19 +347,7 @@ impl<T: DeserializeOwned + Send + Sync + 'static> Refresher<T> {
                 let _ = self.ctx.rejected.try_send(Rejection { generation: slot.generation, path: self.path.clone() });
             }
             let ok = self.publish(result);
-            let wait =
-                if ok {
-                    self.backoff.reset();
-                    let every = self.every.mul_f64(rand::rng().random_range(0.9..=1.1));
-                    // A leased value is read again at two thirds of what is left of its lease.
-                    let lease_left =
-                        self.tx.borrow().value.as_ref().and_then(|v| v.lease_ends).map(|end| {
-                            end.saturating_duration_since(Instant::now()).mul_f64(2.0 / 3.0).max(RETRY_FLOOR)
-                        });
-                    lease_left.map_or(every, |left| every.min(left))
-                } else {
-                    self.backoff.next_delay(&mut rand::rng()).min(self.every).max(RETRY_FLOOR)
-                };
+            let wait = self.next_wait(ok);
             self.record_gauges();
             let mut token_rx = self.ctx.token.clone();
             let new_token = async { token_rx.wait_for(|s| s.generation != slot.generation).await.is_ok() };
@@ -364,6 +357,20 @@ impl<T: DeserializeOwned + Send + Sync + 'static> Refresher<T> {
                 true = new_token, if !ok => tokio::time::sleep(RETRY_FLOOR).await,
             }
         }
+    }
+
+    /// How long to wait before the next attempt: the refresh interval (±10 %), shortened
+    /// to two thirds of what is left of a lease; after a failure, the backoff, at most the
+    /// interval and at least the floor.
+    fn next_wait(&mut self, ok: bool) -> Duration {
+        if !ok {
+            return self.backoff.next_delay(&mut rand::rng()).min(self.every).max(RETRY_FLOOR);
+        }
+        self.backoff.reset();
+        let every = self.every.mul_f64(rand::rng().random_range(0.9..=1.1));
+        let lease_ends = self.tx.borrow().value.as_ref().and_then(|v| v.lease_ends);
+        let lease_left = lease_ends.map(|end| end.saturating_duration_since(Instant::now()).mul_f64(2.0 / 3.0));
+        lease_left.map_or(every, |left| every.min(left.max(RETRY_FLOOR)))
     }
 
     /// Waits for the session's first token. While logins fail, the watch reports "not
@@ -437,24 +444,12 @@ impl<T: DeserializeOwned + Send + Sync + 'static> Refresher<T> {
                 Some(Fetched::Unchanged) => entry.confirmed_at = Some(now),
                 Some(Fetched::New(read)) => {
                     new_version = Some(read.version);
-                    entry.value = Some(Arc::new(Versioned {
-                        value: read.value,
-                        version: read.version,
-                        generation,
-                        fetched_at: now,
-                        lease_ends: read.lease.map(|l| now + l),
-                    }));
+                    entry.value = Some(Versioned::from_read(read, generation, now));
                     entry.confirmed_at = Some(now);
                     notify = true;
                 }
                 Some(Fetched::Reread(read)) => {
-                    entry.value = Some(Arc::new(Versioned {
-                        value: read.value,
-                        version: read.version,
-                        generation: current_generation,
-                        fetched_at: now,
-                        lease_ends: read.lease.map(|l| now + l),
-                    }));
+                    entry.value = Some(Versioned::from_read(read, current_generation, now));
                     entry.confirmed_at = Some(now);
                 }
                 None if matches!(problem, Some(Error::NotFound { .. })) => {
