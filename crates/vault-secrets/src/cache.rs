@@ -406,19 +406,20 @@ impl<T: DeserializeOwned + Send + Sync + 'static> Refresher<T> {
         };
         // A leased value is read again before its lease ends, even if its version stays.
         let lease_due = lease_ends.is_some_and(|end| end.saturating_duration_since(Instant::now()) < self.every * 2);
-        let read = match kv::current_version(transport, token, &self.at).await {
-            Ok(version) if Some(version) == known && !lease_due => return Ok(Fetched::Unchanged),
-            Ok(_) => kv::read::<T>(transport, token, &self.at).await?,
-            Err(Error::PermissionDenied { .. }) => {
-                let read = kv::read::<T>(transport, token, &self.at).await?;
-                if Some(read.version) == known && !lease_due {
-                    return Ok(Fetched::Unchanged);
-                }
-                read
-            }
+        let current = match kv::current_version(transport, token, &self.at).await {
+            Ok(version) => Some(version),
+            Err(Error::PermissionDenied { .. }) => None,
             Err(e) => return Err(e),
         };
-        Ok(if Some(read.version) == known { Fetched::Reread(read) } else { Fetched::New(read) })
+        if current.is_some() && current == known && !lease_due {
+            return Ok(Fetched::Unchanged);
+        }
+        let read = kv::read::<T>(transport, token, &self.at).await?;
+        Ok(match (Some(read.version) == known, lease_due) {
+            (false, _) => Fetched::New(read),
+            (true, true) => Fetched::Reread(read),
+            (true, false) => Fetched::Unchanged,
+        })
     }
 
     /// Publishes one attempt's result. Subscribers are woken for a new value, a removal,

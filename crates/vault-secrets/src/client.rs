@@ -76,7 +76,6 @@ impl Transport {
         }
         let mut builder = reqwest::Client::builder()
             .use_rustls_tls()
-            .https_only(false)
             .connect_timeout(config.connect_timeout)
             .timeout(config.request_timeout)
             .redirect(reqwest::redirect::Policy::none())

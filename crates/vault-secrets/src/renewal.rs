@@ -58,8 +58,8 @@ pub(crate) struct Lease {
     /// Zero: the token never expires.
     pub ttl: Duration,
     pub renewable: bool,
-    /// The TTL granted at login: a renewal that grants less than a third of it means the
-    /// max TTL is near.
+    /// The TTL granted at login: a renewal that grants less than two thirds of it means
+    /// the max TTL is near.
     pub login_ttl: Duration,
 }
 
@@ -108,13 +108,15 @@ enum State {
     /// A login failed. Next: `LoggingIn` at the instant (or earlier: never).
     LoginBackoff(Instant),
     /// A token is held. Next, at the planned moment: `Renewing` or `LoggingIn`; on a
-    /// rejection report confirmed by a look-up: `LoggingIn`.
+    /// rejection report confirmed by a look-up: `LoginBackoff` (re-logins for that reason
+    /// back off on their own).
     Holding(Lease),
     /// Renewing the token. Next: `Holding` with the new lease; `LoggingIn` when Vault
-    /// refuses (the token is gone); `RenewBackoff` on a transient error.
+    /// refuses (the token is gone; `LoginBackoff` for a static token, which can only be
+    /// looked up again); `RenewBackoff` on a transient error, or `LoginBackoff` when the
+    /// token would expire before the retry.
     Renewing(Lease),
-    /// A renewal failed transiently. Next: `Renewing` at the instant, or `LoggingIn` if
-    /// the token expires first.
+    /// A renewal failed transiently. Next: `Renewing` at the instant.
     RenewBackoff(Lease, Instant),
 }
 
@@ -205,9 +207,7 @@ impl SessionTask {
     /// token held expires during an outage).
     async fn wait_recording_ttl(&self, until: Instant) {
         loop {
-            let expires_at = self.status_tx.borrow().expires_at;
-            let left = expires_at.map_or(Duration::ZERO, |end| end.saturating_duration_since(Instant::now()));
-            metrics::gauge!("vault_token_ttl_seconds").set(left.as_secs_f64());
+            record_ttl_left(self.status_tx.borrow().expires_at);
             let step = Instant::now() + Duration::from_secs(15);
             if step >= until {
                 return tokio::time::sleep_until(until).await;
@@ -259,7 +259,7 @@ impl SessionTask {
             s.last_error = None;
             s.consecutive_failures = 0;
         });
-        record_ttl_left(&lease);
+        record_ttl_left(lease.expires_at());
     }
 
     fn record_error(&self, e: &Error) {
@@ -282,7 +282,7 @@ impl SessionTask {
         loop {
             tokio::select! {
                 () = sleep_until_or_forever(at) => return next,
-                _ = ttl_tick.tick() => record_ttl_left(&lease),
+                _ = ttl_tick.tick() => record_ttl_left(lease.expires_at()),
                 Some(rejected) = self.rejected_rx.recv() => {
                     let recently_verified = self
                         .verified
@@ -337,7 +337,7 @@ impl SessionTask {
                     s.last_error = None;
                     s.consecutive_failures = 0;
                 });
-                record_ttl_left(&renewed);
+                record_ttl_left(renewed.expires_at());
                 State::Holding(renewed)
             }
             Err(e) if !e.is_transient() => {
@@ -373,9 +373,10 @@ impl SessionTask {
     }
 }
 
-/// The token's TTL left now (kept current every 15 s while the token is held).
-fn record_ttl_left(lease: &Lease) {
-    let left = lease.expires_at().map_or(lease.ttl, |end| end.saturating_duration_since(Instant::now()));
+/// The token's TTL left now, 0 without a token or for one that never expires; kept
+/// current every 15 s in every state.
+fn record_ttl_left(expires_at: Option<Instant>) {
+    let left = expires_at.map_or(Duration::ZERO, |end| end.saturating_duration_since(Instant::now()));
     metrics::gauge!("vault_token_ttl_seconds").set(left.as_secs_f64());
 }
 

@@ -25,7 +25,7 @@ pub struct TestVault {
     http: reqwest::Client,
 }
 
-fn env(name: &str) -> String {
+pub fn env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run the tests with `make test`"))
 }
 

@@ -6,7 +6,7 @@ use reqwest::Method;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 
-use crate::helpers::{Fixture, poll};
+use crate::helpers::{Fixture, env, poll};
 
 #[tokio::test]
 async fn the_app_logs_in_with_approle_and_reads_with_its_own_policy_never_root() {
@@ -143,7 +143,6 @@ async fn a_wrapped_secret_id_already_used_is_a_clear_error() {
 
 #[tokio::test]
 async fn a_client_certificate_is_presented_when_vault_requires_one() {
-    let env = |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run `make test`"));
     let mtls = env("TEST_BAO_MTLS_ADDR");
     let pem = |name: &str| std::fs::read_to_string(env(name)).expect("read the client certificate");
     let identity = SecretString::from(format!("{}\n{}", pem("TEST_CLIENT_CERT"), pem("TEST_CLIENT_KEY")));

@@ -12,14 +12,10 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestVault, poll};
+use crate::helpers::{TestVault, env, poll};
 
 /// How long a start, an unseal or a stop may take before the test fails.
 const STEP_DEADLINE: Duration = Duration::from_secs(60);
-
-fn env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run the tests with `make test`"))
-}
 
 /// One OpenBao server process, owned by the test that created it.
 pub struct OwnVault {
